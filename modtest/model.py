@@ -142,8 +142,6 @@ def load_model(model, *, trust: bool = False, custom_objects: dict | None = None
             f"{path.name} contains code that would run on loading: {', '.join(risky[:5])}; "
             f"pass trust=True (--modtest-trust-model) if you trust this file")
     try:
-        if trust:
-            keras.config.enable_unsafe_deserialization()
         loaded = keras.saving.load_model(path, compile=False, safe_mode=not trust,
                                          custom_objects=custom_objects)
     except ModelLoadError:

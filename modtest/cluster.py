@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from modtest._validation import check_k, check_seed
+from modtest._validation import check_choice, check_k, check_seed
 from modtest.graph import WeightGraph, build_graph
 from modtest.results import SubCluster
 
@@ -74,6 +74,42 @@ def spectral_labels(adjacency, k: int, seed: int, n_init: int = 25) -> np.ndarra
         return model.fit(adjacency).labels_.astype(np.int64)
 
 
+#: Above this many nodes the shift-invert ARPACK path (a sparse LU of the Laplacian) runs out of
+#: memory on ResNet-sized graphs; the large-graph path needs only sparse matrix-vector products.
+LARGE_GRAPH_NODES = 6000
+SOLVERS = ("auto", "arpack", "lanczos")
+
+
+def _sign_flip(u: np.ndarray) -> np.ndarray:
+    """Make each row's largest-magnitude entry positive (sklearn's deterministic sign flip)."""
+    idx = np.argmax(np.abs(u), axis=1)
+    return u * np.sign(u[np.arange(u.shape[0]), idx])[:, None]
+
+
+def spectral_labels_large(adjacency, k: int, seed: int, n_init: int = 25) -> np.ndarray:
+    """The same algorithm as :func:`spectral_labels` without factorising the Laplacian.
+
+    The k smallest eigenvectors of L_sym = I - D^-1/2 A D^-1/2 are the k largest of
+    D^-1/2 A D^-1/2, which ARPACK finds from matrix-vector products alone. Embedding, sign flip,
+    random stream and k-means follow scikit-learn step by step, so labels equal its ARPACK path.
+    """
+    from scipy.sparse.linalg import eigsh
+    from sklearn.cluster import k_means
+    from sklearn.utils import check_random_state
+
+    a = sp.csr_matrix(adjacency, dtype=np.float64)
+    rs = check_random_state(seed)
+    v0 = rs.uniform(-1, 1, a.shape[0])  # sklearn's _init_arpack_v0: same draw, same order
+    dd = np.sqrt(np.asarray(a.sum(axis=1)).ravel())
+    inv = sp.diags(1.0 / dd)
+    m = (inv @ a @ inv).tocsr()
+    vals, vecs = eigsh(m, k=k, which="LA", v0=v0, tol=0)
+    vecs = vecs[:, np.argsort(-vals)]  # ascending Laplacian eigenvalues
+    maps = _sign_flip(vecs.T / dd).T
+    _, labels, _ = k_means(maps, k, random_state=rs, n_init=n_init)
+    return labels.astype(np.int64)
+
+
 def subclusters_of(graph: WeightGraph, labels: np.ndarray) -> list[SubCluster]:
     """Split each cluster by layer: one SubCluster per (hidden layer, cluster) pair that has units."""
     out = []
@@ -86,7 +122,7 @@ def subclusters_of(graph: WeightGraph, labels: np.ndarray) -> list[SubCluster]:
     return out
 
 
-def cluster(model_or_graph, k: int = 12, seed: int = 0, *, n_init: int = 25) -> Partition:
+def cluster(model_or_graph, k: int = 12, seed: int = 0, *, n_init: int = 25, solver: str = "auto") -> Partition:
     """Partition a model's graph into ``k`` clusters and split them into sub-clusters.
 
     Parameters
@@ -95,12 +131,16 @@ def cluster(model_or_graph, k: int = 12, seed: int = 0, *, n_init: int = 25) -> 
     k : int, number of clusters (2 <= k < number of nodes with an edge)
     seed : int, seeds ARPACK's start vector and k-means, so the same seed gives the same partition
     n_init : int, k-means restarts (the authors used 25 or more)
+    solver : "arpack" (scikit-learn, shift-invert), "lanczos" (no factorisation, for large graphs)
+        or "auto" (lanczos above LARGE_GRAPH_NODES nodes); both give the same labels
     """
+    check_choice("solver", solver, SOLVERS)
     graph = model_or_graph if isinstance(model_or_graph, WeightGraph) else build_graph(model_or_graph)
     seed = check_seed(seed)
     usable = np.flatnonzero(graph.degrees > 0)
     k = check_k(k, len(usable))
     sub = graph.adjacency[usable][:, usable].tocsr()
     labels = -np.ones(graph.n_nodes, dtype=np.int64)
-    labels[usable] = spectral_labels(sub, k, seed, n_init)
+    large = solver == "lanczos" or (solver == "auto" and len(usable) > LARGE_GRAPH_NODES)
+    labels[usable] = (spectral_labels_large if large else spectral_labels)(sub, k, seed, n_init)
     return Partition(labels, k, seed, ncut(graph.adjacency, labels), graph, subclusters_of(graph, labels))

@@ -122,3 +122,20 @@ def test_example_model_partition():
     for layer in ("dense_1", "dense_4"):
         units = sorted(u for s in part.subclusters if s.layer == layer for u in s.units)
         assert units == sorted(np.flatnonzero(part.layer_labels(layer) >= 0).tolist())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_large_graph_solver_equals_arpack_path(seed):
+    model = tiny_mlp(seed=seed, widths=(24, 24, 24), n_in=10, n_out=6)
+    a = cluster(model, k=5, seed=seed, solver="arpack")
+    b = cluster(model, k=5, seed=seed, solver="lanczos")
+    assert np.array_equal(a.labels, b.labels)
+    assert a.ncut == pytest.approx(b.ncut)
+
+
+def test_large_graph_solver_equals_arpack_on_example():
+    from modtest._examples import EXAMPLE_CNN
+
+    g = build_graph(EXAMPLE_CNN)
+    a, b = cluster(g, k=12, seed=0, solver="arpack"), cluster(g, k=12, seed=0, solver="lanczos")
+    assert same_partition(a.labels, b.labels)

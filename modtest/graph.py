@@ -214,8 +214,9 @@ def graph_from_spec(spec: GraphSpec, kernels: dict[str, np.ndarray] | None = Non
         r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
     else:
         r = c = np.zeros(0, dtype=np.int64); v = np.zeros(0)
-    upper = sp.coo_matrix((v, (r, c)), shape=(n, n)).tocsr()  # duplicates are summed
-    adjacency = (upper + upper.T).tocsr()
+    # both directions in one COO: tocsr() sums duplicate (parallel) edges
+    adjacency = sp.coo_matrix((np.concatenate([v, v]), (np.concatenate([r, c]), np.concatenate([c, r]))),
+                              shape=(n, n)).tocsr()
     adjacency.sum_duplicates()
     return WeightGraph(adjacency, spec.kind, list(spec.layer_names), list(spec.layer_sizes), list(spec.roles))
 

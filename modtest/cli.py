@@ -52,12 +52,65 @@ def cmd_cluster(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    """Cluster the model, run the lesion study and print one line per tested sub-cluster."""
+    from modtest._examples import EXAMPLE_DATA, example_path
+    from modtest._io import atomic_write_text
+    from modtest._validation import load_data
+    from modtest.cluster import cluster
+    from modtest.lesion import lesion_study
+
+    model, name = _resolve_model(args)
+    if args.data is None:
+        data = example_path(EXAMPLE_DATA)
+        print(f"no --data given: using the shipped example {data.name}")
+    else:
+        data = args.data
+    x, y = load_data(data)
+    part = cluster(model, k=args.k, seed=args.seed)
+    res = lesion_study(model, part, x, y, n_random=args.n_random, seed=args.seed)
+    print(f"{name}: k={part.k}, seed={part.seed}, n-cut={part.ncut:.4f}, "
+          f"base accuracy={res.extras['base_accuracy']:.4f}, n_random={args.n_random}")
+    print(f"  {'layer':<16} {'cluster':>7} {'size':>5} {'fraction':>8} {'drop':>8} "
+          f"{'p_importance':>12} {'p_coherence':>11}  category")
+
+    def fmt_p(p):
+        return "-" if p is None else f"{p:.3f}"
+
+    for r in res.rows:
+        print(f"  {r['layer']:<16} {r['cluster']:>7} {r['size']:>5} {r['fraction']:>8.3f} "
+              f"{r['drop']:>8.4f} {fmt_p(r['p_importance']):>12} {fmt_p(r['p_coherence']):>11}  "
+              f"{r['category']}")
+    imp, coh = res.network["importance"], res.network["output_coherence"]
+    print(f"importance:       Fisher p={imp['fisher_p']:.3g}  chi2 p={imp['chi2_p']:.3g}  "
+          f"(n={imp['n']})")
+    print(f"output coherence: Fisher p={coh['fisher_p']:.3g}  chi2 p={coh['chi2_p']:.3g}  "
+          f"(n={coh['n']}, excluded={coh['n_excluded']})")
+    if res.network["n_filtered"]:
+        print(f"{res.network['n_filtered']} of {res.network['n_subclusters']} sub-clusters filtered out")
+    if args.json:
+        from modtest.results import _jsonable
+
+        out = {"k": part.k, "ncut": float(part.ncut), "subclusters": res.rows,
+               "importance": {"fisher_p": imp["fisher_p"], "chi2_p": imp["chi2_p"]},
+               "output_coherence": {"fisher_p": coh["fisher_p"], "chi2_p": coh["chi2_p"]}}
+        atomic_write_text(args.json, json.dumps(_jsonable(out), indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="modtest", description="Audit neural networks for modularity.")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("cluster", help="partition a model with spectral clustering")
     _add_model_args(p)
     p.set_defaults(func=cmd_cluster)
+    p = sub.add_parser("audit", help="cluster a model and run the lesion study (importance, coherence)")
+    _add_model_args(p)
+    p.add_argument("--data", metavar="D.npz", help="evaluation data with arrays x and y; default: the "
+                   "shipped digits test set")
+    p.add_argument("--n-random", type=int, default=20, help="random controls per sub-cluster (default 20)")
+    p.set_defaults(func=cmd_audit)
     return ap
 
 

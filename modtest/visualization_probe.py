@@ -136,11 +136,21 @@ def visualization_study(model, partition, *, n_random: int = 9, seed: int = 0, m
             "p_variance": float(empirical_p(var[0], var[1:], side="left")),
             "cov": cov,
         })
-    network = {
-        "input_coherence": combine_pvalues([r["p_input"] for r in rows], n_random),
-        "output_coherence": combine_pvalues([r["p_output"] for r in rows], n_random),
-        "activational_variance": combine_pvalues([r["p_variance"] for r in rows], n_random),
-    }
+    # tie-broken ranks for the chi-squared test (dead sub-clusters tie with their controls at 0)
+    from modtest._random import keyed_rng
+    from modtest.stats import rank_p
+
+    network = {}
+    for measure, key, stat, side in (("input_coherence", "p_input", "score", "right"),
+                                     ("output_coherence", "p_output", "entropy", "left"),
+                                     ("activational_variance", "p_variance", "variance", "left")):
+        rand_key = {"score": "random_scores", "entropy": "random_entropies",
+                    "variance": "random_variances"}[stat]
+        ranks = rank_p(np.array([r[stat] for r in rows]), np.array([r[rand_key] for r in rows]),
+                       keyed_rng(mhash, "visualization-ties", measure, seed), side=side)
+        for r, pr in zip(rows, ranks):
+            r[key + "_rank"] = float(pr)
+        network[measure] = combine_pvalues([r[key] for r in rows], n_random, ranks)
     finite = np.asarray([c for c in covs if np.isfinite(c)])
     quart = np.percentile(finite, [25, 50, 75]).tolist() if finite.size else [float("nan")] * 3
     settings = {

@@ -1,0 +1,864 @@
+"""Lesion tests (paper section 3.2, appendices A.9 and A.10): importance and output coherence.
+
+Lesioning a set of units of a layer sets every weight *incoming* to them (the kernel slice
+``kernel[..., units]``) and their biases to 0; with ``keep_bias=True`` the biases are kept. MLP units
+are the neurons of hidden Dense layers, CNN units the feature maps of conv layers. Layers after the
+lesioned one are untouched: a BatchNormalization after a conv still adds its shift, so a lesioned
+feature map becomes a constant map.
+
+Two engines compute the predicted labels of lesioned networks:
+
+* :class:`ReferenceEngine` -- the definition: zero the weights in the model, ``model.predict``,
+  restore them (always, also on error).
+* :class:`FastEngine` -- the same labels, much faster. A unit whose incoming weights are zero has a
+  known output, ``activation(bias)`` (or ``activation(0)``), whatever the input. So the network is run
+  once up to the lesioned layer's output (the *prefix*, cached per layer), lesions become masks on
+  that cached output, and many lesion variants of one layer are stacked along the batch axis and run
+  through the rest of the network (the *suffix*, a ``keras.Model`` built over the same layers, also
+  reading any earlier tensor the suffix needs, e.g. a residual branch) in a few compiled calls.
+  Layers whose built-in activation is not elementwise fall back to the reference method.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import os
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from modtest.errors import InvalidInput, NoTestableSubclusters, UnsupportedModelError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+__all__ = ["lesioned", "ReferenceEngine", "FastEngine", "make_engine", "ENGINES", "METRICS",
+           "lesion_study", "double_lesion_study", "scores"]
+
+ENGINES = ("fast", "reference")
+METRICS = ("accuracy", "balanced_accuracy")
+_TIES = ("inclusive", "strict")
+_ZERO_MEAN_TOL = 1e-12
+#: Rows whose top-2 output margin is below this (relative) are recomputed on the exact path.
+_SCREEN_TOL = 1e-3
+#: Layers that act on each channel separately (the incremental path may pass through them).
+_PER_CHANNEL = ("BatchNormalization", "Activation", "ReLU", "LeakyReLU", "ELU", "Dropout",
+                "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+                "GaussianDropout", "AlphaDropout", "Identity", "MaxPooling1D", "MaxPooling2D",
+                "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
+                "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D",
+                "Cropping3D")
+#: Built-in activations applied elementwise (the fast engine needs that to mask after them).
+_ELEMENTWISE = {"linear", "relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "silu", "swish",
+                "sigmoid", "hard_sigmoid", "hard_silu", "hard_swish", "tanh", "softplus", "softsign",
+                "exponential", "mish", "celu", "log_sigmoid", "tanh_shrink", "squareplus",
+                "sparse_plus", "soft_shrink", "hard_shrink", "hard_tanh", "threshold"}
+
+
+# --------------------------------------------------------------------------------------------
+# Weight surgery
+# --------------------------------------------------------------------------------------------
+
+def _unit_layer(model, name: str):
+    try:
+        layer = model.get_layer(name)
+    except ValueError:
+        raise InvalidInput(f"model has no layer named {name!r}") from None
+    if getattr(layer, "kernel", None) is None:
+        raise UnsupportedModelError(f"layer {name!r} ({type(layer).__name__}) has no kernel to lesion")
+    return layer
+
+
+def _check_units(units, width: int, layer: str) -> np.ndarray:
+    u = np.asarray(units, dtype=np.int64).ravel()
+    if u.size and (u.min() < 0 or u.max() >= width):
+        raise InvalidInput(f"unit indices of layer {layer!r} must lie in [0, {width - 1}], "
+                           f"got {int(u.min())}..{int(u.max())}")
+    return u
+
+
+@contextlib.contextmanager
+def lesioned(model, layer: str, units, *, keep_bias: bool = False):
+    """Context manager: ``units`` of ``layer`` lesioned inside the block, weights restored after.
+
+    Sets ``kernel[..., units]`` (all weights incoming to the units) and ``bias[units]`` to 0, or
+    keeps the bias with ``keep_bias=True``. The original values are restored on exit, also when the
+    block raises.
+
+    Parameters
+    ----------
+    model : keras.Model
+    layer : str, name of a Dense or Conv layer
+    units : array_like of int, shape (m,), output units (neurons or feature maps) to lesion
+    keep_bias : bool, keep the lesioned units' biases
+    """
+    import keras
+
+    lay = _unit_layer(model, layer)
+    width = int(lay.kernel.shape[-1])
+    u = _check_units(units, width, layer)
+    saved = []
+    try:
+        k = keras.ops.convert_to_numpy(lay.kernel)
+        saved.append((lay.kernel, k))
+        k2 = k.copy()
+        k2[..., u] = 0
+        lay.kernel.assign(k2)
+        if getattr(lay, "bias", None) is not None and not keep_bias:
+            b = keras.ops.convert_to_numpy(lay.bias)
+            saved.append((lay.bias, b))
+            b2 = b.copy()
+            b2[u] = 0
+            lay.bias.assign(b2)
+        yield lay
+    finally:
+        for var, val in reversed(saved):
+            var.assign(val)
+
+
+@contextlib.contextmanager
+def _lesioned_many(model, lesions, keep_bias: bool):
+    with contextlib.ExitStack() as stack:
+        for layer, units in lesions:
+            stack.enter_context(lesioned(model, layer, units, keep_bias=keep_bias))
+        yield
+
+
+# --------------------------------------------------------------------------------------------
+# Engines
+# --------------------------------------------------------------------------------------------
+
+class ReferenceEngine:
+    """The definition of a lesion: zero weights in the model, ``model.predict``, restore.
+
+    Parameters
+    ----------
+    model : keras.Model
+    x : ndarray, shape (N, ...), float32 inputs
+    keep_bias : bool, keep the biases of lesioned units
+    batch_size : int, batch size of ``model.predict``
+    """
+
+    name = "reference"
+
+    def __init__(self, model, x, *, keep_bias: bool = False, batch_size: int = 1024):
+        self.model = model
+        self.x = x
+        self.keep_bias = bool(keep_bias)
+        self.batch_size = int(batch_size)
+        self._base = None
+
+    def _predict_labels(self) -> np.ndarray:
+        out = self.model.predict(self.x, batch_size=self.batch_size, verbose=0)
+        return np.asarray(out).argmax(axis=-1)
+
+    def base_labels(self) -> np.ndarray:
+        """Predicted labels of the intact model, shape (N,)."""
+        if self._base is None:
+            self._base = self._predict_labels()
+        return self._base
+
+    def labels(self, layer: str, unit_sets, fixed=(), on_progress=None) -> np.ndarray:
+        """Predicted labels with each unit set of ``layer`` lesioned in turn.
+
+        Parameters
+        ----------
+        layer : str
+        unit_sets : sequence of V int arrays (each of any size)
+        fixed : sequence of (layer, units) lesioned in every variant (double lesions)
+        on_progress : callable(n) called with the number of variants just finished
+
+        Returns
+        -------
+        ndarray, shape (V, N), int
+        """
+        out = np.empty((len(unit_sets), len(self.x)), dtype=np.int64)
+        with _lesioned_many(self.model, fixed, self.keep_bias):
+            for i, units in enumerate(unit_sets):
+                with lesioned(self.model, layer, units, keep_bias=self.keep_bias):
+                    out[i] = self._predict_labels()
+                if on_progress is not None:
+                    on_progress(1)
+        return out
+
+
+class _Split:
+    """The model split at one unit layer's output: prefix (input -> that output and side tensors),
+    suffix (that output and side tensors -> model output)."""
+
+    def __init__(self, prefix, suffix, n_inputs: int):
+        self.prefix = prefix
+        self.suffix = suffix
+        self.n_inputs = n_inputs
+
+
+def _graph_function(model):
+    """The functional graph behind ``model`` (a Sequential keeps one in ``_functional``)."""
+    import keras
+
+    if isinstance(model, keras.Sequential):
+        return getattr(model, "_functional", None)
+    return model if hasattr(model, "_nodes_by_depth") else None
+
+
+def _build_split(graph, layer, end=None) -> _Split | None:
+    """Build prefix and suffix models around ``layer``'s output; None when it does not reach the output.
+
+    Walks the graph's nodes in topological order from ``layer``'s output tensor, calling the same
+    layer objects on new symbolic inputs; a tensor the suffix reads that is not downstream of
+    ``layer`` (a skip connection) becomes an extra suffix input.
+    """
+    import keras
+    from keras import tree
+
+    start = layer.output
+    new_start = keras.Input(shape=tuple(start.shape[1:]), dtype=start.dtype)
+    td = {id(start): new_start}
+    side_orig, side_new = [], []
+    for depth in sorted(graph._nodes_by_depth.keys(), reverse=True):
+        for node in graph._nodes_by_depth[depth]:
+            if not node.operation or node.is_input or node.operation is layer:
+                continue
+            ins = node.input_tensors
+            if not any(id(t) in td for t in ins):
+                continue
+            for t in ins:
+                if id(t) not in td:
+                    inp = keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype)
+                    td[id(t)] = inp
+                    side_orig.append(t)
+                    side_new.append(inp)
+            args, kwargs = node.arguments.fill_in(td)
+            outs = node.operation(*args, **kwargs)
+            for t, o in zip(node.outputs, tree.flatten(outs)):
+                td[id(t)] = o
+    out = graph.outputs[0] if end is None else end
+    if id(out) not in td:
+        return None
+    if end is not None:  # a plain chain start -> end (used by the incremental path)
+        return _Split(None, keras.Model(new_start, td[id(out)]), 1)
+    suffix = keras.Model([new_start] + side_new, td[id(out)])
+    prefix = keras.Model(graph.inputs, [start] + side_orig)
+    return _Split(prefix, suffix, 1 + len(side_orig))
+
+
+class FastEngine(ReferenceEngine):
+    """Same labels as :class:`ReferenceEngine`, by masking cached layer outputs and batching variants.
+
+    Works on a private clone of the model (the caller's model is never modified). The prefix output
+    of each layer is computed once and cached; all variants of one layer go through the compiled
+    suffix in chunks of at most ``max_elements`` stacked input values.
+
+    Parameters
+    ----------
+    model : keras.Model
+    x : ndarray, shape (N, ...)
+    keep_bias : bool
+    batch_size : int, batch size of the prefix; suffix chunks hold about ``16 * batch_size`` rows
+    max_elements : int, bound on the number of float values in one stacked suffix input
+    """
+
+    name = "fast"
+
+    def __init__(self, model, x, *, keep_bias: bool = False, batch_size: int = 1024,
+                 max_elements: int = 1 << 24):
+        import keras
+
+        super().__init__(model, x, keep_bias=keep_bias, batch_size=batch_size)
+        self.max_elements = int(max_elements)
+        self._ref = ReferenceEngine(model, x, keep_bias=keep_bias, batch_size=batch_size)
+        try:
+            clone = keras.models.clone_model(model)
+            clone.set_weights(model.get_weights())
+            graph = _graph_function(clone)
+        except Exception:  # noqa: BLE001 - any model Keras cannot clone uses the reference path
+            clone, graph = None, None
+        self.clone = clone
+        self._graph = graph
+        self._splits: dict[str, _Split | None | bool] = {}
+        self._cache: dict[str, list[np.ndarray]] = {}
+        self._inc: dict = {}
+        self._inc_cache: dict = {}
+        self._lg = None
+        self.incremental = True
+
+    def base_labels(self) -> np.ndarray:
+        return self._ref.base_labels()
+
+    def _split(self, layer: str):
+        """The split at ``layer``, None if the layer cannot reach the output, False if unsplittable."""
+        if layer not in self._splits:
+            split = False
+            if self._graph is not None:
+                lay = self.clone.get_layer(layer)
+                act = getattr(lay, "activation", None)
+                act_name = getattr(act, "__name__", None)
+                if act is None or act_name in _ELEMENTWISE:
+                    try:
+                        split = _build_split(self._graph, lay)
+                    except Exception:  # noqa: BLE001 - unusual topology: reference fallback
+                        split = False
+            self._splits[layer] = split
+        return self._splits[layer]
+
+    def _incremental(self, layer: str):
+        """Set-up of the incremental path for ``layer``, or None where it does not apply.
+
+        It applies when ``layer``'s output reaches the next convolution ``L2`` only through
+        per-channel layers (batch norm, activations, pooling, dropout, padding) and ``L2``'s own
+        suffix reads nothing else. Then a lesion of units S changes L2's pre-activation by
+        ``sum over u in S of conv(delta_u, kernel[..., u, :])``, with ``delta_u`` the change of input
+        channel u -- one precomputed term per unit, so L2's convolution is not recomputed per
+        variant.
+        """
+        if layer in self._inc:
+            return self._inc[layer]
+        self._inc[layer] = None
+        from modtest.model import CONV_TYPES, layer_graph
+
+        split = self._split(layer)
+        if not split or split.n_inputs != 1:
+            return None
+        if self._lg is None:
+            self._lg = layer_graph(self.clone)
+        lg, name = self._lg, layer
+        while True:
+            cons = lg.consumers(name)
+            if len(cons) != 1 or len(lg.layers[cons[0]].inputs) != 1:
+                return None
+            kind = lg.layers[cons[0]].kind
+            if kind in CONV_TYPES:
+                break
+            if kind not in _PER_CHANNEL:
+                return None
+            name = cons[0]
+        lay, lay2 = self.clone.get_layer(layer), self.clone.get_layer(cons[0])
+        if getattr(lay2, "groups", 1) != 1 or getattr(lay2, "data_format", "channels_last") != "channels_last" \
+                or getattr(lay, "data_format", "channels_last") != "channels_last" \
+                or int(lay2.kernel.shape[-2]) != int(lay.kernel.shape[-1]):
+            return None
+        act2 = getattr(lay2, "activation", None)
+        split2 = self._split(lay2.name)
+        if not split2 or split2.n_inputs != 1 or (act2 is not None and getattr(act2, "__name__", None)
+                                                   not in _ELEMENTWISE):
+            return None
+        try:
+            chain = _build_split(self._graph, lay, end=lay2.input).suffix
+        except Exception:  # noqa: BLE001
+            return None
+        self._inc[layer] = (chain, lay2, split2)
+        return self._inc[layer]
+
+    def _increments(self, layer: str, a: np.ndarray, const: np.ndarray, inc):
+        """(z_base (N, *out), dz (C, N * prod(out))): L2's pre-activation and per-unit changes."""
+        import keras
+
+        chain, lay2, _ = inc
+        h_base = np.asarray(chain.predict(a, batch_size=self.batch_size, verbose=0))
+        cmap = np.broadcast_to(const, (1,) + a.shape[1:]).astype(a.dtype)
+        h_const = np.asarray(chain.predict_on_batch(cmap))
+        dh = h_const - h_base
+        kernel = keras.ops.convert_to_tensor(lay2.kernel)
+        z_base = keras.ops.convert_to_numpy(lay2.convolution_op(keras.ops.convert_to_tensor(h_base), kernel))
+        width = dh.shape[-1]
+        dz = np.empty((width, z_base.size), dtype=np.float32)
+        for u in range(width):
+            du = lay2.convolution_op(keras.ops.convert_to_tensor(dh[..., u:u + 1]), kernel[..., u:u + 1, :])
+            dz[u] = keras.ops.convert_to_numpy(du).ravel()
+        return z_base, dz
+
+    def _labels_incremental(self, layer, unit_sets, a, const, inc, data, on_progress, exact_rows):
+        import keras
+
+        _, lay2, split2 = inc
+        z_base, dz = data
+        n = len(a)
+        width = dz.shape[0]
+        bias2 = keras.ops.convert_to_numpy(lay2.bias) if getattr(lay2, "bias", None) is not None else None
+        act2 = getattr(lay2, "activation", None)
+        per_variant = z_base.size
+        chunk = max(1, min(max(1, (16 * self.batch_size) // max(n, 1)), self.max_elements // max(per_variant, 1)))
+        out = np.empty((len(unit_sets), n), dtype=np.int64)
+        for lo in range(0, len(unit_sets), chunk):
+            sets = unit_sets[lo:lo + chunk]
+            v = len(sets)
+            mask = np.zeros((v, width), dtype=np.float32)
+            for i, units in enumerate(sets):
+                mask[i, np.asarray(units, dtype=np.int64)] = 1.0
+            z = (mask @ dz).reshape((v,) + z_base.shape) + z_base[None]
+            if bias2 is not None:
+                z = z + bias2
+            zt = keras.ops.convert_to_tensor(z.reshape((v * n,) + z_base.shape[1:]))
+            a2 = zt if act2 is None else act2(zt)
+            probs = np.asarray(split2.suffix.predict_on_batch(a2))
+            lab = probs.argmax(axis=-1)
+            top2 = np.partition(probs, -2, axis=-1)[:, -2:] if probs.shape[-1] > 1 else None
+            if top2 is not None:  # rows near a tie: redo them exactly, through the plain suffix
+                close = (top2[:, 1] - top2[:, 0]) <= _SCREEN_TOL * np.maximum(1.0, np.abs(top2[:, 1]))
+                rows = np.flatnonzero(close)
+                if rows.size:
+                    lab[rows] = exact_rows(sets, rows // n, rows % n)
+            out[lo:lo + v] = lab.reshape(v, n)
+            if on_progress is not None:
+                on_progress(v)
+        return out
+
+    def _constant(self, layer: str) -> np.ndarray:
+        """Output of a lesioned unit: activation(bias) or activation(0), shape (C,)."""
+        import keras
+
+        lay = self.clone.get_layer(layer)
+        width = int(lay.kernel.shape[-1])
+        if self.keep_bias and getattr(lay, "bias", None) is not None:
+            b = keras.ops.convert_to_numpy(lay.bias).astype(np.float32)
+        else:
+            b = np.zeros(width, np.float32)
+        act = getattr(lay, "activation", None)
+        if act is None:
+            return b
+        return np.asarray(keras.ops.convert_to_numpy(act(keras.ops.convert_to_tensor(b[None]))))[0]
+
+    def _prefix_outputs(self, layer: str, split: _Split) -> list[np.ndarray]:
+        out = split.prefix.predict(self.x, batch_size=self.batch_size, verbose=0)
+        return [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
+
+    def labels(self, layer: str, unit_sets, fixed=(), on_progress=None) -> np.ndarray:
+        split = self._split(layer)
+        if split is False:
+            return self._ref.labels(layer, unit_sets, fixed, on_progress)
+        n = len(self.x)
+        if split is None:  # the layer does not reach the output: lesions change nothing there
+            with _lesioned_many(self.model, fixed, self.keep_bias):
+                lab = self._ref._predict_labels()
+            if on_progress is not None:
+                on_progress(len(unit_sets))
+            return np.broadcast_to(lab, (len(unit_sets), n)).copy()
+        if any(f[0] == layer for f in fixed):
+            return self._ref.labels(layer, unit_sets, fixed, on_progress)
+        with _lesioned_many(self.clone, fixed, self.keep_bias):
+            if fixed:
+                cached = self._prefix_outputs(layer, split)
+            else:
+                if layer not in self._cache:
+                    self._cache[layer] = self._prefix_outputs(layer, split)
+                cached = self._cache[layer]
+            const = self._constant(layer)
+            a, sides = cached[0], cached[1:]
+            width = a.shape[-1]
+            inc = self._incremental(layer) if self.incremental else None
+            if inc is not None and (width * int(np.prod(inc[1].output.shape[1:])) * len(a)
+                                    <= 4 * self.max_elements):
+                if fixed:
+                    data = self._increments(layer, a, const, inc)
+                else:
+                    if layer not in self._inc_cache:
+                        self._inc_cache[layer] = self._increments(layer, a, const, inc)
+                    data = self._inc_cache[layer]
+
+                def exact_rows(sets, vi, ei):
+                    m = np.zeros((len(vi), width), dtype=bool)
+                    for r, v in enumerate(vi):
+                        m[r, np.asarray(sets[v], dtype=np.int64)] = True
+                    m = m.reshape((-1,) + (1,) * (a.ndim - 2) + (width,))
+                    rows_in = np.where(m, const, a[ei]).astype(a.dtype, copy=False)
+                    return np.asarray(split.suffix([rows_in], training=False)).argmax(axis=-1)
+
+                return self._labels_incremental(layer, unit_sets, a, const, inc, data, on_progress,
+                                                exact_rows)
+            per_example = sum(int(np.prod(c.shape[1:])) for c in cached)
+            rows_cap = max(1, min(16 * self.batch_size, self.max_elements // max(per_example, 1)))
+            if n <= rows_cap:  # whole data per variant, several variants per call
+                block, chunk = n, max(1, rows_cap // max(n, 1))
+            else:  # big data: one variant per call, over blocks of examples
+                block, chunk = rows_cap, 1
+            out = np.empty((len(unit_sets), n), dtype=np.int64)
+            mask_shape = (-1,) + (1,) * (a.ndim - 1) + (width,)
+            for lo in range(0, len(unit_sets), chunk):
+                sets = unit_sets[lo:lo + chunk]
+                v = len(sets)
+                mask = np.zeros((v, width), dtype=bool)
+                for i, units in enumerate(sets):
+                    mask[i, np.asarray(units, dtype=np.int64)] = True
+                mask = mask.reshape(mask_shape)
+                for elo in range(0, n, block):
+                    ab = a[elo:elo + block]
+                    e = len(ab)
+                    stacked = np.where(mask, const, ab[None]).astype(a.dtype, copy=False)
+                    inputs = [stacked.reshape((v * e,) + a.shape[1:])]
+                    for sd in sides:
+                        sb = sd[elo:elo + block]
+                        inputs.append(np.broadcast_to(sb[None], (v,) + sb.shape).reshape((v * e,) + sb.shape[1:]))
+                    probs = split.suffix.predict_on_batch(inputs[0] if len(inputs) == 1 else inputs)
+                    out[lo:lo + v, elo:elo + e] = np.asarray(probs).argmax(axis=-1).reshape(v, e)
+                if on_progress is not None:
+                    on_progress(v)
+        return out
+
+
+def make_engine(engine: str, model, x, *, keep_bias: bool = False, batch_size: int = 1024):
+    """The engine called ``engine`` ("fast" or "reference") over ``model`` and inputs ``x`` (N, ...)."""
+    if engine == "fast":
+        return FastEngine(model, x, keep_bias=keep_bias, batch_size=batch_size)
+    if engine == "reference":
+        return ReferenceEngine(model, x, keep_bias=keep_bias, batch_size=batch_size)
+    raise InvalidInput(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Scores
+# --------------------------------------------------------------------------------------------
+
+def scores(labels, y, n_classes: int, metric: str = "accuracy"):
+    """Overall score and per-class recall of predicted labels.
+
+    Parameters
+    ----------
+    labels : int array, shape (V, N) or (N,)
+    y : int array, shape (N,)
+    n_classes : int
+    metric : "accuracy" or "balanced_accuracy" (mean recall over the classes present in ``y``)
+
+    Returns
+    -------
+    (score, class_recall) : arrays of shape (V,) and (V, n_classes); NaN recall for absent classes
+    """
+    lab = np.atleast_2d(np.asarray(labels))
+    correct = (lab == y[None, :]).astype(np.float64)
+    onehot = np.zeros((len(y), n_classes))
+    onehot[np.arange(len(y)), y] = 1.0
+    counts = onehot.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = (correct @ onehot) / counts
+    recall[:, counts == 0] = np.nan
+    if metric == "balanced_accuracy":
+        score = np.nanmean(recall, axis=1)
+    else:
+        score = correct.mean(axis=1)
+    return score, recall
+
+
+def _coherence(d: np.ndarray) -> np.ndarray:
+    """max(d') - min(d') with d' = d / mean(d) over classes (NaN classes ignored), shape (...,).
+
+    NaN where ``|mean(d)| <= 1e-12`` (no net damage: the statistic is undefined).
+    """
+    with np.errstate(invalid="ignore", divide="ignore"), _quiet_nan_warnings():
+        m = np.nanmean(d, axis=-1)
+        dn = d / m[..., None]
+        coh = np.nanmax(dn, axis=-1) - np.nanmin(dn, axis=-1)
+    return np.where(np.abs(m) <= _ZERO_MEAN_TOL, np.nan, coh)
+
+
+@contextlib.contextmanager
+def _quiet_nan_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+# --------------------------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------------------------
+
+def _check_pos_int(name: str, v, minimum: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
+        raise InvalidInput(f"{name} must be an integer >= {minimum}, got {v!r}")
+    return int(v)
+
+
+def _check_choice(name: str, v, choices) -> str:
+    if not isinstance(v, str) or v not in choices:
+        raise InvalidInput(f"unknown {name} {v!r}; choose one of {', '.join(choices)}")
+    return v
+
+
+def _subclusters_of(partition) -> list:
+    subs = getattr(partition, "subclusters", partition)
+    try:
+        subs = list(subs)
+    except TypeError:
+        raise InvalidInput(f"partition must be a Partition or a list of SubCluster, "
+                           f"got {type(partition).__name__}") from None
+    from modtest.results import SubCluster
+
+    for s in subs:
+        if not isinstance(s, SubCluster):
+            raise InvalidInput(f"partition must hold SubCluster objects, got {type(s).__name__}")
+    return subs
+
+
+# --------------------------------------------------------------------------------------------
+# Single lesions
+# --------------------------------------------------------------------------------------------
+
+def lesion_study(model, partition, x, y, *, n_random: int = 20, seed: int = 0, min_size: int = 1,
+                 max_fraction: float = 0.9, metric: str = "accuracy", ties: str = "inclusive",
+                 keep_bias: bool = False, engine: str = "fast", batch_size: int = 1024,
+                 progress=None):
+    """Lesion every testable sub-cluster and ``n_random`` random same-layer same-size unit sets.
+
+    Importance: the accuracy drop of the true sub-cluster against its random controls (right-sided
+    empirical p). Output coherence: the range of the class-wise drops normalised by their mean,
+    ``max(d/mean(d)) - min(d/mean(d))``, against the controls (right-sided). When the true set's
+    mean class drop is 0 the coherence is undefined: ``p_coherence`` is None and the row is counted
+    in ``network["output_coherence"]["n_excluded"]``; random sets with mean 0 get coherence 0.
+
+    Parameters
+    ----------
+    model : keras.Model or path
+    partition : Partition or list of SubCluster
+    x : array, shape (N, *input_shape)
+    y : array, shape (N,) int labels (or (N, n_classes) one-hot)
+    n_random : int, random controls per sub-cluster
+    seed : int, enters the key of the random unit sets (with model hash, layer and cluster)
+    min_size : int, smallest sub-cluster size tested
+    max_fraction : float, largest fraction of its layer a tested sub-cluster may hold
+    metric : "accuracy" or "balanced_accuracy"
+    ties : "inclusive" (ties count against significance) or "strict"
+    keep_bias : bool, keep the biases of lesioned units (default: zero them too)
+    engine : "fast" or "reference" (same labels; the reference is the plain definition)
+    batch_size : int
+    progress : None/True (progress bar on a TTY stderr after ~2 s) or False
+
+    Returns
+    -------
+    ProbeResult with probe="lesion"; rows, network (importance, output_coherence), settings, extras
+    """
+    from modtest import stats
+    from modtest._progress import Progress
+    from modtest._random import random_unit_sets
+    from modtest._validation import check_data, check_seed
+    from modtest.model import load_model, model_hash, output_size, unit_layers
+    from modtest.results import ProbeResult
+
+    n_random = _check_pos_int("n_random", n_random)
+    seed = check_seed(seed)
+    min_size = _check_pos_int("min_size", min_size)
+    if isinstance(max_fraction, bool) or not isinstance(max_fraction, numbers.Real) \
+            or not 0 < float(max_fraction) <= 1:
+        raise InvalidInput(f"max_fraction must be a number in (0, 1], got {max_fraction!r}")
+    metric = _check_choice("metric", metric, METRICS)
+    ties = _check_choice("ties", ties, _TIES)
+    engine = _check_choice("engine", engine, ENGINES)
+    batch_size = _check_pos_int("batch_size", batch_size)
+    if progress not in (None, True, False):
+        raise InvalidInput(f"progress must be None, True or False, got {progress!r}")
+    model = load_model(model)
+    x, y = check_data(model, x, y)
+    subs = _subclusters_of(partition)
+    layers = unit_layers(model)
+    testable = [s for s in subs if s.layer in layers and s.size >= min_size
+                and s.fraction <= max_fraction + 1e-12]
+    if not testable:
+        raise NoTestableSubclusters(f"no testable sub-clusters: all {len(subs)} were filtered out by "
+                                    f"min_size={min_size}, max_fraction={max_fraction}")
+    mh = model_hash(model)
+    n_classes = output_size(model)
+    eng = make_engine(engine, model, x, keep_bias=keep_bias, batch_size=batch_size)
+    t0 = time.perf_counter()
+    base_labels = eng.base_labels()
+    base_score, base_recall = scores(base_labels, y, n_classes, metric)
+    base_score, base_recall = float(base_score[0]), base_recall[0]
+
+    by_layer = defaultdict(list)
+    for s in testable:
+        by_layer[s.layer].append(s)
+    results = {}
+    with Progress(len(testable) * (n_random + 1), "lesion", enabled=progress) as bar:
+        for layer in [n for n in layers if n in by_layer]:
+            sets, owners = [], []
+            for s in by_layer[layer]:
+                rand = random_unit_sets(s.layer_size, s.size, n_random, mh, "lesion", layer, s.cluster, seed)
+                sets.append(np.asarray(s.units, dtype=np.int64))
+                sets.extend(list(rand))
+                owners.append((s, rand))
+            lab = eng.labels(layer, sets, on_progress=bar.update)
+            sc, rec = scores(lab, y, n_classes, metric)
+            for j, (s, rand) in enumerate(owners):
+                sl = slice(j * (n_random + 1), (j + 1) * (n_random + 1))
+                results[(s.layer, s.cluster)] = (sc[sl], rec[sl], rand)
+    seconds = time.perf_counter() - t0
+
+    rows = []
+    for s in testable:
+        sc, rec, rand = results[(s.layer, s.cluster)]
+        drops = base_score - sc
+        class_drops = base_recall[None, :] - rec
+        coh = _coherence(class_drops)
+        rand_coh = np.nan_to_num(coh[1:], nan=0.0)
+        rows.append({
+            "layer": s.layer, "cluster": s.cluster, "name": s.name, "units": list(s.units),
+            "size": s.size, "layer_size": s.layer_size, "fraction": s.fraction,
+            "acc": float(sc[0]), "drop": float(drops[0]), "random_drops": drops[1:].tolist(),
+            "random_units": rand.tolist(),
+            "class_drops": class_drops[0].tolist(), "random_class_drops": class_drops[1:].tolist(),
+            "coherence": None if np.isnan(coh[0]) else float(coh[0]),
+            "random_coherence": rand_coh.tolist(),
+        })
+    true_d = np.array([r["drop"] for r in rows])
+    rand_d = np.array([r["random_drops"] for r in rows])
+    p_imp = stats.empirical_p(true_d, rand_d, side="right", ties=ties)
+    p_imp_left = stats.empirical_p(true_d, rand_d, side="left", ties=ties)
+    true_c = np.array([np.nan if r["coherence"] is None else r["coherence"] for r in rows])
+    rand_c = np.array([r["random_coherence"] for r in rows])
+    p_coh = stats.empirical_p(true_c, rand_c, side="right", ties=ties)
+    for r, pi, pl, pc in zip(rows, p_imp, p_imp_left, p_coh):
+        r["p_importance"] = float(pi)
+        r["p_importance_left"] = float(pl)
+        r["p_coherence"] = None if np.isnan(pc) else float(pc)
+    cats = stats.categorize_rows(rows, n_random)
+    for r, c in zip(rows, cats):
+        r["category"] = c
+    # the chi-squared categorical test needs p-values uniform on the grid under the null: ties
+    # (lesions that change no prediction) are broken at random for it, keyed so runs repeat
+    if ties == "inclusive":
+        from modtest._random import keyed_rng
+
+        p_imp_rank = stats.rank_p(true_d, rand_d, keyed_rng(mh, "lesion-ties", "importance", seed))
+        p_coh_rank = stats.rank_p(true_c, rand_c, keyed_rng(mh, "lesion-ties", "coherence", seed))
+    else:
+        p_imp_rank, p_coh_rank = p_imp, p_coh
+    for r, pi, pc in zip(rows, p_imp_rank, p_coh_rank):
+        r["p_importance_rank"] = float(pi)
+        r["p_coherence_rank"] = None if np.isnan(pc) else float(pc)
+    network = {
+        "importance": stats.combine_pvalues(p_imp, n_random, p_imp_rank),
+        "output_coherence": stats.combine_pvalues(p_coh, n_random, p_coh_rank),
+        "n_subclusters": len(subs), "n_filtered": len(subs) - len(testable),
+    }
+    settings = {
+        "n_random": n_random, "seed": seed, "min_size": min_size, "max_fraction": float(max_fraction),
+        "metric": metric, "ties": ties, "keep_bias": bool(keep_bias), "engine": engine,
+        "batch_size": batch_size, "model_hash": mh, "n_examples": int(len(x)),
+        "k": getattr(partition, "k", None), "partition_seed": getattr(partition, "seed", None),
+    }
+    extras = {
+        "base_accuracy": base_score, "base_class_accuracy": base_recall.tolist(),
+        "taxonomy": stats.category_counts(cats),
+        "figure2": [[r["fraction"], r["drop"], r["category"], r["name"]] for r in rows],
+        "figure6": [{"name": r["name"], "base": base_recall.tolist(), "true": r["class_drops"],
+                     "random": r["random_class_drops"]} for r in rows],
+        "filtered": [s.name for s in subs if s not in testable],
+        "seconds": seconds,
+    }
+    return ProbeResult(probe="lesion", rows=rows, network=network, settings=settings, extras=extras)
+
+
+# --------------------------------------------------------------------------------------------
+# Double lesions (appendix A.10)
+# --------------------------------------------------------------------------------------------
+
+def double_lesion_study(model, partition, x, y, lesion_result, *, n_random: int = 50, seed: int = 0,
+                        min_drop: float = 0.01, engine: str = "fast", batch_size: int = 1024,
+                        progress=None) -> dict:
+    """Pairwise lesions of important sub-clusters in different layers (paper A.10, figure 9).
+
+    For X (earlier layer) and Y: ``damage(X u Y)`` against ``n_random`` random ``X u Y'`` (Y' of
+    size |Y| from Y's layer) and ``X' u Y``. Y is important given X when the joint damage beats all
+    controls (p = 1/(n_random+1)) and ``delta(Y, X) = damage(X u Y) - damage(X) > min_drop``;
+    likewise X given Y. The pair's case is :func:`modtest.stats.dependency_case`.
+
+    Parameters
+    ----------
+    model, partition, x, y : as for :func:`lesion_study`
+    lesion_result : ProbeResult of :func:`lesion_study` on the same model and data
+    n_random : int, random controls per conditional test
+    seed : int
+    min_drop : float, smallest extra damage that counts
+    engine : "fast" or "reference"
+
+    Returns
+    -------
+    dict with "pairs" (one dict per pair), "matrix" ({"names", "values", "significant"}: diagonal =
+    single damage, ``values[i][j]`` = delta(names[j], names[i]) = extra damage of lesioning j once i
+    is lesioned, ``significant[i][j]`` = j important given i; None for same-layer pairs) and
+    "settings".
+    """
+    from modtest import stats
+    from modtest._progress import Progress
+    from modtest._random import random_unit_sets
+    from modtest._validation import check_data, check_seed
+    from modtest.model import load_model, model_hash, output_size, unit_layers
+    from modtest.results import ProbeResult
+
+    n_random = _check_pos_int("n_random", n_random)
+    seed = check_seed(seed)
+    engine = _check_choice("engine", engine, ENGINES)
+    batch_size = _check_pos_int("batch_size", batch_size)
+    if isinstance(min_drop, bool) or not isinstance(min_drop, numbers.Real) or math.isnan(min_drop):
+        raise InvalidInput(f"min_drop must be a number, got {min_drop!r}")
+    if not isinstance(lesion_result, ProbeResult) or lesion_result.probe != "lesion":
+        raise InvalidInput("lesion_result must be the ProbeResult of lesion_study")
+    model = load_model(model)
+    x, y = check_data(model, x, y)
+    mh = model_hash(model)
+    if lesion_result.settings.get("model_hash") not in (None, mh):
+        raise InvalidInput("lesion_result was computed on a different model (model hash differs)")
+    metric = lesion_result.settings.get("metric", "accuracy")
+    keep_bias = bool(lesion_result.settings.get("keep_bias", False))
+    n_classes = output_size(model)
+    layers = unit_layers(model)
+    subs = {s.name: s for s in _subclusters_of(partition)}
+    important = [r for r in lesion_result.rows if r.get("category") == stats.IMPORTANT]
+    important.sort(key=lambda r: (layers.index(r["layer"]) if r["layer"] in layers else 1 << 30,
+                                  r["cluster"]))
+    names = [r["name"] for r in important]
+    single = {r["name"]: float(r["drop"]) for r in important}
+    units = {}
+    for r in important:
+        s = subs.get(r["name"])
+        units[r["name"]] = (r["layer"], np.asarray(r["units"] if s is None else s.units, dtype=np.int64),
+                            int(r["layer_size"] if s is None else s.layer_size))
+
+    eng = make_engine(engine, model, x, keep_bias=keep_bias, batch_size=batch_size)
+    base_score = float(scores(eng.base_labels(), y, n_classes, metric)[0][0])
+    pairs_todo = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
+                  if units[a][0] != units[b][0]]
+    pairs = []
+    with Progress(len(pairs_todo) * 2 * (n_random + 1), "double lesion", enabled=progress) as bar:
+        for xn, yn in pairs_todo:
+            (lx, ux, sx), (ly, uy, sy) = units[xn], units[yn]
+            ry = random_unit_sets(sy, len(uy), n_random, mh, "double_lesion", xn, yn, "Y", seed)
+            rx = random_unit_sets(sx, len(ux), n_random, mh, "double_lesion", xn, yn, "X", seed)
+            lab_y = eng.labels(ly, [uy] + list(ry), fixed=[(lx, ux)], on_progress=bar.update)
+            lab_x = eng.labels(lx, [ux] + list(rx), fixed=[(ly, uy)], on_progress=bar.update)
+            dy = base_score - scores(lab_y, y, n_classes, metric)[0]
+            dx = base_score - scores(lab_x, y, n_classes, metric)[0]
+            joint = float(dy[0])
+            delta_y = joint - single[xn]
+            delta_x = joint - single[yn]
+            p_y = float(stats.empirical_p(dy[0], dy[1:], side="right", ties="inclusive"))
+            p_x = float(stats.empirical_p(dx[0], dx[1:], side="right", ties="inclusive"))
+            best = 1.0 / (n_random + 1) + 1e-12
+            y_given_x = bool(p_y <= best and delta_y > min_drop)
+            x_given_y = bool(p_x <= best and delta_x > min_drop)
+            pairs.append({
+                "x": xn, "y": yn, "x_layer": lx, "y_layer": ly,
+                "damage_x": single[xn], "damage_y": single[yn], "damage_xy": joint,
+                "damage_xy_check": float(dx[0]),
+                "random_damage_x_yprime": dy[1:].tolist(), "random_damage_xprime_y": dx[1:].tolist(),
+                "delta_y_given_x": delta_y, "delta_x_given_y": delta_x,
+                "p_y_given_x": p_y, "p_x_given_y": p_x,
+                "y_given_x": y_given_x, "x_given_y": x_given_y,
+                "case": stats.dependency_case(x_given_y, y_given_x),
+            })
+    idx = {n: i for i, n in enumerate(names)}
+    m = len(names)
+    values = [[None] * m for _ in range(m)]
+    sig = [[None] * m for _ in range(m)]
+    for n in names:
+        values[idx[n]][idx[n]] = single[n]
+    for p in pairs:
+        i, j = idx[p["x"]], idx[p["y"]]
+        values[i][j], sig[i][j] = p["delta_y_given_x"], p["y_given_x"]
+        values[j][i], sig[j][i] = p["delta_x_given_y"], p["x_given_y"]
+    return {
+        "pairs": pairs,
+        "matrix": {"names": names, "values": values, "significant": sig},
+        "settings": {"n_random": n_random, "seed": seed, "min_drop": float(min_drop), "engine": engine,
+                     "metric": metric, "keep_bias": keep_bias, "model_hash": mh,
+                     "base_accuracy": base_score},
+    }

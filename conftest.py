@@ -1,0 +1,113 @@
+"""Shared fixtures for tests/: small seeded Keras models and a stub-probe conftest for inner sessions.
+
+Keras is imported inside the fixtures only, so test modules that do not use them start fast.
+"""
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+# A conftest for pytester inner sessions: replaces the lesion probe with a stub whose network p-value
+# is P[str(k)] (so each assertion's raw p is known), and model/data resolution with fakes, so an
+# inner session needs no Keras and runs in about a second. Each probe computation appends a line to
+# the file named by $MODTEST_STUB_CALLS (when set), so tests can count them across processes.
+STUB_CONFTEST = '''
+import os
+import numpy as np
+from modtest import assertions, probes
+from modtest.results import ProbeResult
+
+P = {p_by_k!r}
+
+class FakeModel:
+    def __init__(self, name):
+        self.name = name
+
+assertions.resolve_model = lambda m, trust=False: FakeModel(str(m))
+assertions.resolve_data = lambda data, model, defaults=None: (np.zeros((4, 2), np.float32),
+                                                              np.zeros(4, np.int64))
+probes.model_fingerprint = lambda m: "fake-" + m.name
+
+def stub_lesion(ctx):
+    calls = os.environ.get("MODTEST_STUB_CALLS")
+    if calls:
+        with open(calls, "a") as f:
+            f.write(f"{{os.getpid()}} {{ctx.k}}\\n")
+    p = P.get(str(ctx.k), 0.5)
+    if p is None:
+        from modtest.errors import NoTestableSubclusters
+        raise NoTestableSubclusters("none of the 4 sub-clusters has >= 3 units")
+    rows = [{{"layer": "dense_2", "cluster": 3, "size": 9, "fraction": 0.1, "drop": 0.12,
+             "p_importance": 1 / 21, "p_coherence": 0.5, "category": "important"}},
+            {{"layer": "dense_1", "cluster": 0, "size": 5, "fraction": 0.05, "drop": 0.01,
+             "p_importance": 0.5, "p_coherence": 0.2, "category": "other"}}]
+    net = {{"fisher_p": p, "fisher_stat": 1.5, "chi2_p": p, "chi2_stat": 2.5, "n": 29, "n_excluded": 0}}
+    return ProbeResult("lesion", rows, {{"importance": net, "output_coherence": dict(net)}},
+                       {{"k": ctx.k}}, {{"seconds": 0.01}})
+
+for _name, _pk in (("importance", "p_importance"), ("output_coherence", "p_coherence")):
+    probes.register_measure(_name, "lesion", stub_lesion, _name, "stub claim",
+                            row_p_key=_pk, row_effect_key="drop")
+'''
+
+
+@pytest.fixture
+def modtest_stub(pytester):
+    """``make(p_by_k)`` writes the stub conftest into the pytester folder."""
+
+    def make(p_by_k: dict):
+        pytester.makeconftest(STUB_CONFTEST.format(p_by_k={str(k): v for k, v in p_by_k.items()}))
+        return pytester
+
+    return make
+
+
+def _seed(seed=0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return keras
+
+
+@pytest.fixture(scope="session")
+def tiny_mlp():
+    """8 -> 16 -> 16 -> 3 ReLU MLP, seeded."""
+    keras = _seed(0)
+    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                             keras.layers.Dense(16, activation="relu"),
+                             keras.layers.Dense(3, activation="softmax")])
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn():
+    """6x6x1 -> Conv(4)+BN -> Conv(4) -> GAP -> Dense(3), seeded."""
+    keras = _seed(0)
+    return keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(4, 3, padding="same"),
+                             keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                             keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+                             keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(3, activation="softmax")])
+
+
+def planted_two_module_mlp(n_in=8, hidden=16, n_out=2, seed=0):
+    """An MLP whose weights form two disjoint modules (block-diagonal kernels), seeded."""
+    import numpy as np
+
+    keras = _seed(seed)
+    model = keras.Sequential([keras.Input((n_in,)), keras.layers.Dense(hidden, activation="relu"),
+                              keras.layers.Dense(hidden, activation="relu"),
+                              keras.layers.Dense(n_out, activation="softmax")])
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        w, b = layer.get_weights()
+        mask = np.zeros_like(w)
+        hi, ho = w.shape[0] // 2, w.shape[1] // 2
+        mask[:hi, :ho] = 1
+        mask[hi:, ho:] = 1
+        layer.set_weights([rng.normal(0, 1, w.shape).astype("float32") * mask, b])
+    return model
+
+
+@pytest.fixture
+def planted_mlp():
+    return planted_two_module_mlp

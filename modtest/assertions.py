@@ -1,0 +1,216 @@
+"""Modularity assertions for tests: ``assert_clusterable``, ``assert_importance``, ...
+
+Each assertion runs (or reuses) a probe, reads one network-level p-value and builds a
+:class:`~modtest.results.Claim`:
+
+* raw p > alpha (or nothing testable) -> ``AssertionError`` at once, with what was tested, the
+  statistic, p, alpha and the sub-clusters that drove it;
+* otherwise the claim is recorded in the session's collector (inside pytest with the modtest
+  plugin) and returned as a provisional pass: at the end of the session all claims are corrected
+  together (``--modtest-correction``) and those whose corrected p > alpha become failures.
+  Outside pytest a claim is judged alone and passes.
+
+``model`` is a ``keras.Model`` or a ``.keras``/``.h5`` path. ``data`` is ``(x, y)``, an ``.npz``
+path with arrays ``x`` and ``y``, or None: the session's ``--data`` inside pytest, the shipped
+example data outside. ``k``, ``alpha`` and ``seed`` default (None) to the session's
+``--modtest-k``/``--modtest-alpha``/``--modtest-seed``, else 12, 0.05 and 0.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+from modtest import probes, session
+from modtest._validation import check_alpha, check_choice, check_int
+from modtest.errors import NoTestableSubclusters
+from modtest.results import Claim
+
+METHODS = ("fisher", "chi2")
+_METHOD_LABEL = {"fisher": "Fisher", "chi2": "chi2", "shuffle": "shuffle"}
+
+
+# --------------------------------------------------------------------------- argument seams
+
+def resolve_model(model, trust: bool = False):
+    """A ``keras.Model`` from a model or a path (safe loading unless ``trust``)."""
+    from modtest.model import load_model
+
+    return load_model(model, trust=trust)
+
+
+def resolve_data(data, model, defaults: "session.SessionDefaults | None" = None):
+    """``(x, y)`` checked against ``model`` from a tuple, an ``.npz`` path or the default data."""
+    from modtest._validation import check_data, load_data
+
+    if data is None:
+        if defaults is not None and defaults.data is not None:
+            return defaults.data(model)
+        from modtest._examples import EXAMPLE_DATA, example_path
+
+        return check_data(model, *load_data(example_path(EXAMPLE_DATA)))
+    if isinstance(data, (str, os.PathLike)):
+        return check_data(model, *load_data(data))
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return check_data(model, data[0], data[1])
+    from modtest.errors import InvalidInput
+
+    raise InvalidInput(f"data must be (x, y), an .npz path or None, got {type(data).__name__}")
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _fmt(v) -> str:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return "nan" if math.isnan(v) else f"{v:.3g}"
+
+
+def _top_rows(rows, measure: probes.Measure, n: int = 3) -> str:
+    pk = measure.row_p_key
+    if not rows or not pk:
+        return ""
+    usable = [r for r in rows if isinstance(r, dict) and r.get(pk) is not None
+              and not (isinstance(r.get(pk), float) and math.isnan(r[pk]))]
+    usable.sort(key=lambda r: float(r[pk]))
+    parts = []
+    for r in usable[:n]:
+        name = f"{r.get('layer', '?')}-{r.get('cluster', '?')}"
+        eff = ""
+        if measure.row_effect_key and measure.row_effect_key in r:
+            eff = f" {measure.row_effect_key} {_fmt(r[measure.row_effect_key])}"
+        parts.append(f"{name}{eff} p={_fmt(r[pk])}")
+    if not parts:
+        return ""
+    more = ", ..." if len(usable) > n else ""
+    return "top: " + ", ".join(parts) + more
+
+
+def _defaults():
+    col = session.active()
+    return col, (col.defaults if col is not None else session.SessionDefaults())
+
+
+def _judge(claim: Claim, collector, message: str) -> Claim:
+    """Record/raise/return according to the raw p and whether a session collects claims."""
+    __tracebackhide__ = True
+    failed = math.isnan(claim.p_raw) or claim.p_raw > claim.alpha
+    if failed:
+        claim.passed = False
+        if collector is not None:
+            collector.record(claim)
+        raise AssertionError(message)
+    if collector is not None:
+        claim.passed = None  # provisional: decided by the session-wide correction
+        claim.correction = collector.method
+        collector.record(claim)
+    else:
+        claim.passed = True
+        claim.p_corrected = claim.p_raw
+        claim.correction = "none"
+    return claim
+
+
+def _assert_measure(measure_name: str, model, k, alpha, data, seed, method: str,
+                    extra_settings: dict | None = None) -> Claim:
+    __tracebackhide__ = True
+    collector, defaults = _defaults()
+    measure = probes.get_measure(measure_name)
+    k = defaults.k if k is None else check_int("k", k, minimum=2)
+    alpha = check_alpha(defaults.alpha if alpha is None else alpha)
+    seed = defaults.seed if seed is None else check_int("seed", seed, minimum=0)
+    model = resolve_model(model, trust=defaults.trust)
+    if measure.probe == "clusterability":
+        import numpy as np
+
+        x, y = np.zeros(0, np.float32), np.zeros(0, np.int64)
+    else:
+        x, y = resolve_data(data, model, defaults)
+    settings = dict(defaults.settings.get(measure.probe, {}))
+    settings.update(extra_settings or {})
+    name = f"{measure_name}[k={k},seed={seed}]"
+    why = None
+    try:
+        run = probes.default_store().run(measure.probe, model, x, y, k, seed, settings)
+    except NoTestableSubclusters as exc:
+        why = str(exc)
+        if why.startswith("no testable sub-clusters: "):
+            why = why[len("no testable sub-clusters: "):]
+    if why is not None:  # outside the except block: no chained traceback in the test report
+        claim = Claim(name=name, measure=measure_name, method=method, statistic=float("nan"),
+                      p_raw=float("nan"), alpha=alpha, n_subclusters=0,
+                      detail=f"no testable sub-clusters: {why}")
+        return _judge(claim, collector, f"no testable sub-clusters: {why} ({measure_name} at k={k}, "
+                                        f"seed={seed}; try another k)")
+    net = run.result.network.get(measure.network_key)
+    if net is None:
+        raise AssertionError(f"{measure_name}: probe {measure.probe!r} returned no "
+                             f"{measure.network_key!r} result (has {sorted(run.result.network)})")
+    if measure.probe == "clusterability":
+        p = float(net.get("p", net.get("fisher_p", float("nan"))))
+        z = net.get("z_score")
+        stat = float("nan") if z is None else float(z)
+        n = int(net.get("n", 0))
+        n_sub = 0
+        detail = f"n-cut {_fmt(net.get('ncut'))} vs {n} within-layer shuffles, z={_fmt(stat)}"
+        failing = f"shuffle p={_fmt(p)} > alpha={alpha:g} ({detail}; k={k}, seed={seed})"
+    else:
+        pv, sv = net.get(f"{method}_p"), net.get(f"{method}_stat")
+        p = float("nan") if pv is None else float(pv)
+        stat = float("nan") if sv is None else float(sv)
+        n_sub = int(net.get("n", len(run.result.rows)))
+        excl = int(net.get("n_excluded", 0) or 0)
+        detail = _top_rows(run.result.rows, measure)
+        failing = (f"{_METHOD_LABEL[method]} p={_fmt(p)} > alpha={alpha:g} over {n_sub} sub-clusters"
+                   + (f" ({excl} excluded)" if excl else "") + (f" ({detail})" if detail else "")
+                   + f"; statistic {_fmt(stat)}, k={k}, seed={seed}"
+                   + (f"; claim: {measure.side_note}" if measure.side_note else ""))
+    claim = Claim(name=name, measure=measure_name, method=method, statistic=stat, p_raw=p,
+                  alpha=alpha, n_subclusters=n_sub, detail=detail, probe_seconds=float(run.seconds))
+    message = f"{measure_name} not shown: {failing}"
+    if math.isnan(p):
+        message = f"{measure_name} not shown: p is undefined; {failing}"
+    return _judge(claim, collector, message)
+
+
+# --------------------------------------------------------------------------- public assertions
+
+def assert_clusterable(model, k=None, alpha=None, *, data=None, seed=None, n_shuffles: int = 20) -> Claim:
+    """The model's n-cut is lower than that of ``n_shuffles`` within-layer weight shuffles.
+
+    ``data`` is accepted for symmetry and ignored (clusterability reads only weights).
+    """
+    __tracebackhide__ = True
+    n_shuffles = check_int("n_shuffles", n_shuffles, minimum=1)
+    return _assert_measure("clusterability", model, k, alpha, None, seed, "shuffle",
+                           {"n_shuffles": n_shuffles})
+
+
+def assert_importance(model, k=None, alpha=None, *, data=None, seed=None, method: str = "fisher") -> Claim:
+    """Lesioning sub-clusters hurts accuracy more than lesioning random same-layer units."""
+    __tracebackhide__ = True
+    method = check_choice("method", method, METHODS)
+    return _assert_measure("importance", model, k, alpha, data, seed, method)
+
+
+def assert_output_coherence(model, k=None, alpha=None, *, data=None, seed=None, method: str = "fisher") -> Claim:
+    """Lesioning sub-clusters hurts some classes more than others (class-wise range of drops)."""
+    __tracebackhide__ = True
+    method = check_choice("method", method, METHODS)
+    return _assert_measure("output_coherence", model, k, alpha, data, seed, method)
+
+
+def assert_input_coherence(model, k=None, alpha=None, *, data=None, seed=None, method: str = "fisher") -> Claim:
+    """One synthesized image activates each sub-cluster better than random same-layer units."""
+    __tracebackhide__ = True
+    method = check_choice("method", method, METHODS)
+    return _assert_measure("input_coherence", model, k, alpha, data, seed, method)
+
+
+def assert_measure(measure: str, model, k=None, alpha=None, *, data=None, seed=None,
+                   method: str = "fisher") -> Claim:
+    """Any registered measure (see :mod:`modtest.probes`), e.g. ``"activational_variance"``."""
+    __tracebackhide__ = True
+    method = check_choice("method", method, METHODS)
+    return _assert_measure(measure, model, k, alpha, data, seed, method)

@@ -1,0 +1,166 @@
+"""Content-addressed disk cache of probe results.
+
+An entry's key is the sha256 of (model weights hash, data hash, probe, k, seed, settings JSON,
+modtest version); its file name is that hex digest, so a path can never leave the cache folder.
+Entries are JSON (:meth:`ProbeResult.to_dict`), never pickles, written through a temporary file
+and ``os.replace``. One lock file per key (``filelock.FileLock``: ``flock`` on POSIX, so a lock
+held by a process that died is released by the kernel) makes a worker that finds a probe in
+progress wait for it instead of computing it again. A corrupt entry is a miss and is replaced.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from modtest.errors import CacheError
+from modtest.results import ProbeResult
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+DEFAULT_CACHE_DIR = Path(".modtest") / "cache"
+DEFAULT_LOCK_TIMEOUT = 3600.0
+
+
+def data_hash(x, y) -> str:
+    """sha256 (hex, 16 chars) of the evaluation arrays: dtype, shape and bytes of ``x`` and ``y``."""
+    h = hashlib.sha256()
+    for a in (x, y):
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(f"{a.dtype.str}{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _canonical(settings) -> str:
+    from modtest.results import _jsonable
+
+    return json.dumps(_jsonable(settings or {}), sort_keys=True, separators=(",", ":"))
+
+
+def cache_key(model_hash: str, data_hash: str, probe: str, k: int, seed: int, settings=None) -> str:
+    """The hex sha256 that names one probe result."""
+    from modtest import __version__
+
+    payload = json.dumps([str(model_hash), str(data_hash), str(probe), int(k), int(seed),
+                          _canonical(settings), __version__], separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class ProbeCache:
+    """A folder of JSON probe results keyed by :func:`cache_key`.
+
+    Parameters
+    ----------
+    root : path, the cache folder (created on first write)
+    lock_timeout : seconds to wait for another process computing the same entry
+    """
+
+    def __init__(self, root=DEFAULT_CACHE_DIR, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT):
+        self.root = Path(root)
+        self.lock_timeout = float(lock_timeout)
+        self.hits = 0
+        self.misses = 0
+
+    def __repr__(self) -> str:
+        return f"ProbeCache({str(self.root)!r})"
+
+    # -- paths ---------------------------------------------------------------------------------
+    def _check_key(self, key: str) -> str:
+        if not isinstance(key, str) or not _HEX64.fullmatch(key):
+            raise CacheError(f"cache key must be 64 lowercase hex digits, got {key!r}")
+        return key
+
+    def path(self, key: str) -> Path:
+        """``root/ab/abcdef...json``: derived only from the hex digest."""
+        key = self._check_key(key)
+        return self.root / key[:2] / f"{key}.json"
+
+    def lock_path(self, key: str) -> Path:
+        key = self._check_key(key)
+        return self.root / key[:2] / f"{key}.lock"
+
+    # -- entries -------------------------------------------------------------------------------
+    def get(self, key: str) -> ProbeResult | None:
+        """The stored result, or None when absent or unreadable (a corrupt entry is a miss)."""
+        path = self.path(key)
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            return None
+        try:
+            d = json.loads(raw.decode("utf-8"))
+            if not isinstance(d, dict) or d.get("key") != key:
+                return None
+            return ProbeResult.from_dict(d["result"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def put(self, key: str, result: ProbeResult) -> Path:
+        """Write ``result`` atomically (temporary file + ``os.replace``)."""
+        from modtest._io import atomic_write_text
+
+        path = self.path(key)
+        text = json.dumps({"key": key, "result": result.to_dict()}, sort_keys=True)
+        atomic_write_text(path, text)
+        return path
+
+    def lock(self, key: str):
+        import filelock
+
+        path = self.lock_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return filelock.FileLock(str(path), timeout=self.lock_timeout)
+
+    def get_or_compute(self, key: str, compute: Callable[[], ProbeResult]) -> tuple[ProbeResult, bool]:
+        """The cached result, else ``compute()`` under the key's lock, stored.
+
+        Returns ``(result, computed)``. A process that finds the lock held waits for it (up to
+        ``lock_timeout``) and then reads what the holder wrote.
+        """
+        import filelock
+
+        found = self.get(key)
+        if found is not None:
+            self.hits += 1
+            return found, False
+        try:
+            with self.lock(key):
+                found = self.get(key)
+                if found is not None:
+                    self.hits += 1
+                    return found, False
+                result = compute()
+                self.misses += 1
+                try:
+                    self.put(key, result)
+                except OSError as exc:  # a read-only or full disk must not fail the audit
+                    import warnings
+
+                    warnings.warn(f"modtest: cannot write cache entry {self.path(key)}: {exc}",
+                                  stacklevel=2)
+                return result, True
+        except filelock.Timeout:
+            raise CacheError(f"waited {self.lock_timeout:.0f}s for another process computing "
+                             f"{self.path(key).name}; remove {self.lock_path(key)} if no "
+                             f"modtest process is running") from None
+
+    def clear(self) -> int:
+        """Remove every entry and lock file; returns the number of entries removed."""
+        n = 0
+        if not self.root.is_dir():
+            return 0
+        for sub in self.root.iterdir():
+            if sub.is_dir() and re.fullmatch(r"[0-9a-f]{2}", sub.name):
+                for f in sub.iterdir():
+                    if f.suffix == ".json":
+                        n += 1
+                    try:
+                        f.unlink()
+                    except OSError:
+                        pass
+        return n

@@ -1,0 +1,398 @@
+"""The modtest pytest plugin (entry point ``pytest11: modtest = modtest.plugin``).
+
+Wiring only: options and ini keys, session fixtures (``model``, ``eval_data``, ``partition``,
+``modtest_probes``), the claim collector, the session-wide correction at the end, xdist transport
+of claims from workers to the controller, GPU pinning of workers, the ``modtest`` terminal section
+and the JSON report. Heavy libraries (keras) are imported inside hooks and fixtures only, and only
+when the session uses modtest.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from modtest import session as _session
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+# (flag, dest, kind, default, help); the ini key is dest.
+_OPTIONS = (
+    ("--model", "model", "path", None, "model under test (.keras/.h5); default: the shipped example MLP"),
+    ("--data", "data", "path", None, "evaluation data: .npz with arrays x and y; default: shipped digits"),
+    ("--modtest-k", "modtest_k", "int", "12", "number of clusters k (default 12)"),
+    ("--modtest-alpha", "modtest_alpha", "float", "0.05", "significance level (default 0.05)"),
+    ("--modtest-seed", "modtest_seed", "int", "0", "seed for clustering and random controls (default 0)"),
+    ("--modtest-correction", "modtest_correction", "str", "holm",
+     "session-wide multiple-comparison correction: holm, fdr_bh, bonferroni, none (default holm)"),
+    ("--modtest-cache", "modtest_cache", "path", None, "probe cache folder (default .modtest/cache)"),
+    ("--modtest-trust-model", "modtest_trust_model", "bool", False,
+     "allow models whose loading runs code (Lambda layers, custom objects)"),
+    ("--modtest-json", "modtest_json", "path", None, "write every assertion's raw/corrected p and verdict here"),
+    ("--modtest-backend", "modtest_backend", "str", None, "Keras backend: tensorflow, jax or torch"),
+)
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("modtest", "modularity audits of trained networks (modtest)")
+    for flag, dest, kind, _default, help_ in _OPTIONS:
+        if kind == "bool":
+            group.addoption(flag, dest=dest, action="store_true", default=None, help=help_)
+            parser.addini(dest, help_, type="bool", default=False)
+        else:
+            group.addoption(flag, dest=dest, action="store", default=None, metavar=dest.split("_")[-1].upper(),
+                            help=help_)
+            parser.addini(dest, help_, default="")
+
+
+@dataclass
+class ModtestState:
+    """The parsed options of one session and what was loaded lazily from them."""
+
+    model_path: Path
+    model_explicit: bool
+    data_path: Path
+    data_explicit: bool
+    k: int
+    alpha: float
+    seed: int
+    correction: str
+    cache_dir: Path
+    trust: bool
+    json_path: Path | None
+    backend: str | None
+    worker: str | None
+    collector: _session.ClaimCollector = None
+    store: object = None
+    _model: object = field(default=None, repr=False)
+    _raw: tuple | None = field(default=None, repr=False)
+
+    @property
+    def explicit(self) -> bool:
+        return self.model_explicit or self.data_explicit
+
+    def get_model(self):
+        if self._model is None:
+            from modtest.assertions import resolve_model
+            from modtest.errors import ModelLoadError
+
+            if not self.model_path.exists():  # before the slow keras import
+                raise ModelLoadError(f"model file not found: {self.model_path}")
+
+            self._model = resolve_model(self.model_path, trust=self.trust)
+        return self._model
+
+    def raw_data(self):
+        if self._raw is None:
+            from modtest._validation import load_data
+
+            self._raw = load_data(self.data_path)
+        return self._raw
+
+    def data_for(self, model):
+        from modtest._validation import check_data
+
+        return check_data(model, *self.raw_data())
+
+
+_KEY = pytest.StashKey[ModtestState]()
+
+
+def _raw_option(config, dest, kind):
+    """(value, explicit, from_cmdline): the command line wins over the ini key."""
+    v = config.getoption(dest, default=None)
+    if v is not None:
+        return v, True, True
+    try:
+        iv = config.getini(dest)
+    except (ValueError, KeyError):
+        iv = None
+    if kind == "bool":
+        return bool(iv), bool(iv), False
+    if iv not in (None, "", []):
+        return iv, True, False
+    return None, False, False
+
+
+def _parse_state(config) -> ModtestState:
+    from modtest._examples import EXAMPLE_DATA, EXAMPLE_MODEL
+
+    vals = {}
+    for flag, dest, kind, default, _h in _OPTIONS:
+        v, explicit, cmdline = _raw_option(config, dest, kind)
+        if kind == "path" and v is not None:
+            p = Path(str(v)).expanduser()
+            if not p.is_absolute():
+                p = (Path.cwd() if cmdline else config.rootpath) / p
+            v = p
+        vals[dest] = (v if v is not None else default, explicit, flag)
+
+    def num(dest, conv, minimum=None, lo=None, hi=None):
+        v, _e, flag = vals[dest]
+        try:
+            x = conv(str(v).strip())
+        except ValueError:
+            raise pytest.UsageError(f"{flag} must be {'an integer' if conv is int else 'a number'}, "
+                                    f"got {v!r}") from None
+        if minimum is not None and x < minimum:
+            raise pytest.UsageError(f"{flag} must be >= {minimum}, got {x}")
+        if lo is not None and not lo < x < hi:
+            raise pytest.UsageError(f"{flag} must lie in ({lo:g}, {hi:g}), got {x}")
+        return x
+
+    from modtest.stats import CORRECTION_METHODS
+
+    correction = str(vals["modtest_correction"][0]).strip()
+    if correction not in CORRECTION_METHODS:
+        raise pytest.UsageError(f"--modtest-correction: unknown method {correction!r}; choose one of "
+                                f"{', '.join(CORRECTION_METHODS)}")
+    backend = vals["modtest_backend"][0]
+    if backend is not None:
+        backend = str(backend).strip()
+        if backend not in BACKENDS:
+            raise pytest.UsageError(f"--modtest-backend: unknown backend {backend!r}; choose one of "
+                                    f"{', '.join(BACKENDS)}")
+    cache = vals["modtest_cache"][0] or (config.rootpath / ".modtest" / "cache")
+    return ModtestState(
+        model_path=vals["model"][0] or EXAMPLE_MODEL, model_explicit=vals["model"][1],
+        data_path=vals["data"][0] or EXAMPLE_DATA, data_explicit=vals["data"][1],
+        k=num("modtest_k", int, minimum=2), alpha=num("modtest_alpha", float, lo=0.0, hi=1.0),
+        seed=num("modtest_seed", int, minimum=0), correction=correction, cache_dir=Path(cache),
+        trust=bool(vals["modtest_trust_model"][0]), json_path=vals["modtest_json"][0],
+        backend=backend, worker=os.environ.get("PYTEST_XDIST_WORKER"),
+    )
+
+
+def _state(config) -> ModtestState:
+    return config.stash[_KEY]
+
+
+def _early_environment(backend) -> None:
+    """Pin an xdist worker to its GPU and set KERAS_BACKEND, before anything imports keras."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker and not os.environ.get("_MODTEST_PINNED"):
+        from modtest.gpus import pin_worker
+
+        pin_worker(worker, os.environ)
+        os.environ["_MODTEST_PINNED"] = "1"
+    if backend and backend in BACKENDS:
+        import sys
+        import warnings
+
+        keras = sys.modules.get("keras")
+        if keras is not None and os.environ.get("KERAS_BACKEND", "tensorflow") != backend:
+            warnings.warn(f"modtest: keras was imported before --modtest-backend={backend} could take "
+                          f"effect (import keras inside tests or fixtures, not in conftest.py)")
+        os.environ["KERAS_BACKEND"] = backend
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config, parser, args):
+    """Runs before conftest.py files are imported: the earliest point to set the environment."""
+    backend = getattr(early_config.known_args_namespace, "modtest_backend", None)
+    if backend is None:
+        try:
+            backend = early_config.getini("modtest_backend") or None
+        except (ValueError, KeyError):
+            backend = None
+    _early_environment(str(backend).strip() if backend else None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    state = _parse_state(config)
+    _early_environment(state.backend)
+    from modtest.cache import ProbeCache
+    from modtest.probes import ProbeStore, set_default_store
+
+    defaults = _session.SessionDefaults(k=state.k, alpha=state.alpha, seed=state.seed,
+                                        data=state.data_for, trust=state.trust)
+    state.collector = _session.ClaimCollector(state.correction, defaults)
+    state.store = ProbeStore(ProbeCache(state.cache_dir))
+    state._previous = (_session.activate(state.collector), set_default_store(state.store))
+    config.stash[_KEY] = state
+
+
+def pytest_unconfigure(config):
+    state = config.stash.get(_KEY, None)
+    if state is None:
+        return
+    prev_collector, prev_store = getattr(state, "_previous", (None, None))
+    if _session.active() is state.collector:
+        _session.activate(prev_collector)
+    from modtest.probes import default_store, set_default_store
+
+    if default_store() is state.store and prev_store is not None:
+        set_default_store(prev_store)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    """With --model/--data given, check them before any test runs (usage error, exit 4).
+
+    ``--data`` is checked against the model (``--model`` or the example); the default data is
+    checked lazily by ``eval_data``, so a model that needs no data (clusterability) can be given alone.
+    """
+    state = _state(session.config)
+    if not state.explicit or hasattr(session.config, "workerinput"):
+        return
+    from modtest.errors import ModtestError
+
+    try:
+        if state.data_explicit:
+            state.raw_data()  # unreadable/incomplete .npz: found without importing keras
+        model = state.get_model()
+        if state.data_explicit:
+            state.data_for(model)
+    except ModtestError as exc:
+        raise pytest.UsageError(f"modtest: {exc}") from None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    state = item.config.stash.get(_KEY, None)
+    if state is not None:
+        state.collector.current_nodeid = item.nodeid
+    try:
+        return (yield)
+    finally:
+        if state is not None:
+            state.collector.current_nodeid = ""
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    state = node.config.stash.get(_KEY, None)
+    out = getattr(node, "workeroutput", None) or {}
+    if state is not None:
+        state.collector.extend_dicts(out.get("modtest_claims"))
+
+
+def _fail_reports(config, failed: dict) -> bool:
+    """Turn the passing call reports of tests whose claims failed after correction into failures.
+
+    Returns whether the session must fail: a converted report, or a claim whose report is not
+    found (no terminal reporter). Tests marked xfail (xfailed/xpassed) do not fail the session.
+    """
+    if not failed:
+        return False
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if tr is None:
+        return True
+    where = {}
+    for cat, reps in tr.stats.items():
+        for rep in reps:
+            if getattr(rep, "when", None) == "call" and getattr(rep, "nodeid", None) in failed:
+                where[rep.nodeid] = (cat, rep)
+    fail = False
+    for nid, claims in failed.items():
+        cat, rep = where.get(nid, (None, None))
+        if cat == "passed":
+            rep.outcome = "failed"
+            rep.longrepr = "\n".join(_session.failure_message(c) for c in claims)
+            tr.stats["passed"].remove(rep)
+            tr.stats.setdefault("failed", []).append(rep)
+            fail = True
+        elif cat not in ("xfailed", "xpassed", "failed"):
+            fail = True
+    if "passed" in tr.stats and not tr.stats["passed"]:
+        del tr.stats["passed"]
+    return fail
+
+
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    state = config.stash.get(_KEY, None)
+    if state is None:
+        return
+    col = state.collector
+    if hasattr(config, "workerinput"):  # xdist worker: the controller corrects
+        config.workeroutput["modtest_claims"] = col.to_dicts()
+        return
+    if not col.claims:
+        return
+    col.finalize()
+    failed = col.failed_nodeids()
+    newly = {nid: cs for nid, cs in failed.items()
+             if any(c.p_raw is not None and c.p_raw == c.p_raw and c.p_raw <= c.alpha for c in cs)}
+    if _fail_reports(config, newly) and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if state.json_path is not None:
+        from modtest._io import atomic_write_text
+
+        atomic_write_text(state.json_path, json.dumps(col.report(), indent=2))
+
+
+def _p(v) -> str:
+    if v is None or v != v:
+        return "-"
+    return f"{v:.3g}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    state = config.stash.get(_KEY, None)
+    if state is None or not state.collector.claims:
+        return
+    col = state.collector
+    tr = terminalreporter
+    tr.section("modtest")
+    tr.write_line(f"{len(col.claims)} assertion(s), {col.method} correction, "
+                  f"{len(col.failures())} failed (probe: wall time in this session, ~0 when cached)")
+    for c in col.claims:
+        verdict = "PASS" if c.passed else "FAIL"
+        tr.write_line(f"{verdict} {c.nodeid} {c.measure} ({c.method}) statistic={_p(c.statistic)} "
+                      f"raw p={_p(c.p_raw)} corrected p={_p(c.p_corrected)} alpha={c.alpha:g} "
+                      f"probe {c.probe_seconds:.1f}s")
+    newly = [c for c in col.failures() if c.p_raw == c.p_raw and c.p_raw <= c.alpha]
+    if newly:
+        tr.write_line(f"failed only after {col.method} correction:", red=True)
+        for c in newly:
+            tr.write_line(f"  {c.nodeid}: {_session.failure_message(c)}", red=True)
+    if state.json_path is not None:
+        tr.write_line(f"modtest JSON report: {state.json_path}")
+
+
+# --------------------------------------------------------------------------- fixtures
+
+def _fixture_error(exc) -> None:
+    pytest.fail(f"modtest: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def model(request):
+    """The model under test (``--model``, default: the shipped example MLP), loaded once."""
+    from modtest.errors import ModtestError
+
+    try:
+        return _state(request.config).get_model()
+    except ModtestError as exc:
+        _fixture_error(exc)
+
+
+@pytest.fixture(scope="session")
+def eval_data(request, model):
+    """``(x, y)`` from ``--data`` (default: shipped digits), checked against ``model``."""
+    from modtest.errors import ModtestError
+
+    try:
+        return _state(request.config).data_for(model)
+    except ModtestError as exc:
+        _fixture_error(exc)
+
+
+@pytest.fixture(scope="session")
+def partition(request, model):
+    """``cluster(model, --modtest-k, --modtest-seed)``, computed once per session."""
+    from modtest.probes import get_partition
+
+    st = _state(request.config)
+    return get_partition(model, st.k, st.seed)
+
+
+@pytest.fixture(scope="session")
+def modtest_probes(request):
+    """The session's probe store (in-memory + disk cache); ``.get(probe, model, x, y, k, seed)``."""
+    return _state(request.config).store

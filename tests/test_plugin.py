@@ -1,0 +1,357 @@
+"""The pytest plugin, through pytester inner sessions (stub probes unless a test says otherwise)."""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from modtest import assertions, probes, session
+
+PLUGIN = ("-p", "modtest", "-p", "no:cacheprovider")
+
+
+def run(pytester, *args):
+    return pytester.runpytest_subprocess(*PLUGIN, *args)
+
+
+def run_inline(pytester, *args):
+    """In this process: for option parsing and usage errors (no keras, no xdist)."""
+    return pytester.runpytest(*PLUGIN, *args)
+
+
+@pytest.fixture
+def keep_env(monkeypatch):
+    """Inline runs may set KERAS_BACKEND: restore it afterwards."""
+    monkeypatch.setenv("KERAS_BACKEND", os.environ.get("KERAS_BACKEND", "tensorflow"))
+
+
+def one_line_usage_error(res, match):
+    assert res.ret == 4, res.stdout.str() + res.stderr.str()
+    text = res.stdout.str() + res.stderr.str()
+    err = [ln for ln in res.stderr.lines if ln.startswith("ERROR")]
+    assert len(err) == 1 and match in err[0], err
+    assert "Traceback" not in text and "must not run" not in text
+
+
+# --------------------------------------------------------------------------- options and ini keys
+
+STATE_TEST = """
+import json
+from modtest.plugin import _state
+
+def test_state(request):
+    st = _state(request.config)
+    with open("state.json", "w") as f:
+        json.dump({"k": st.k, "alpha": st.alpha, "seed": st.seed, "correction": st.correction,
+                   "cache": str(st.cache_dir), "trust": st.trust, "json": str(st.json_path),
+                   "model": str(st.model_path), "explicit": st.explicit, "backend": st.backend}, f)
+"""
+
+
+def _state(pytester):
+    return json.loads((pytester.path / "state.json").read_text())
+
+
+def test_defaults(pytester, keep_env):
+    pytester.makepyfile(STATE_TEST)
+    run_inline(pytester).assert_outcomes(passed=1)
+    st = _state(pytester)
+    assert (st["k"], st["alpha"], st["seed"], st["correction"], st["trust"]) == (12, 0.05, 0, "holm", False)
+    assert st["cache"] == str(pytester.path / ".modtest" / "cache")
+    assert st["model"].endswith("digits_mlp.keras") and not st["explicit"] and st["backend"] is None
+
+
+def test_command_line_options(pytester, keep_env):
+    pytester.makepyfile(STATE_TEST)
+    run_inline(pytester, "--modtest-k", "5", "--modtest-alpha", "0.01", "--modtest-seed", "3",
+        "--modtest-correction", "fdr_bh", "--modtest-cache", "c", "--modtest-trust-model",
+        "--modtest-json", "r.json", "--modtest-backend", "jax").assert_outcomes(passed=1)
+    st = _state(pytester)
+    assert (st["k"], st["alpha"], st["seed"], st["correction"], st["trust"]) == (5, 0.01, 3, "fdr_bh", True)
+    assert st["cache"] == str(pytester.path / "c") and st["json"] == str(pytester.path / "r.json")
+    assert st["backend"] == "jax"
+
+
+def test_ini_keys_and_command_line_wins(pytester, keep_env):
+    pytester.makeini("""
+        [pytest]
+        modtest_k = 7
+        modtest_alpha = 0.1
+        modtest_seed = 2
+        modtest_correction = bonferroni
+        modtest_cache = ini_cache
+        modtest_trust_model = true
+        modtest_backend = torch
+    """)
+    pytester.makepyfile(STATE_TEST)
+    run_inline(pytester).assert_outcomes(passed=1)
+    st = _state(pytester)
+    assert (st["k"], st["alpha"], st["seed"], st["correction"], st["trust"]) == (7, 0.1, 2, "bonferroni", True)
+    assert st["cache"] == str(pytester.path / "ini_cache") and st["backend"] == "torch"
+    run_inline(pytester, "--modtest-k", "4", "--modtest-correction", "none").assert_outcomes(passed=1)
+    st = _state(pytester)
+    assert (st["k"], st["correction"], st["alpha"]) == (4, "none", 0.1)
+
+
+def test_help_lists_group(pytester, keep_env):
+    res = run_inline(pytester, "--help")
+    res.stdout.fnmatch_lines(["*modularity audits*", "*--model=MODEL*", "*--modtest-correction=*",
+                              "*modtest_k (string)*"])
+
+
+def test_backend_set_before_keras_and_unused_plugin_is_cheap(pytester):
+    pytester.makepyfile("""
+        import os, sys
+
+        def test_x():
+            assert os.environ["KERAS_BACKEND"] == "jax"
+            assert "keras" not in sys.modules and "tensorflow" not in sys.modules
+    """)
+    run(pytester, "--modtest-backend", "jax").assert_outcomes(passed=1)
+    assert not (pytester.path / ".modtest").exists()
+
+
+@pytest.mark.parametrize("args,ini,match", [
+    (["--modtest-correction", "sidak"], "", "--modtest-correction: unknown method 'sidak'"),
+    ([], "modtest_correction = nope", "unknown method 'nope'"),
+    (["--modtest-k", "abc"], "", "--modtest-k must be an integer"),
+    (["--modtest-k", "1"], "", "--modtest-k must be >= 2"),
+    (["--modtest-alpha", "1.5"], "", "--modtest-alpha must lie in (0, 1)"),
+    (["--modtest-seed", "-1"], "", "--modtest-seed must be >= 0"),
+    (["--modtest-backend", "mxnet"], "", "unknown backend 'mxnet'"),
+    (["--model", "missing.keras"], "", "model file not found"),
+    ([], "model = missing.keras", "model file not found"),
+])
+def test_usage_errors_exit_4_with_one_line(pytester, keep_env, args, ini, match):
+    if ini:
+        pytester.makeini(f"[pytest]\n{ini}\n")
+    pytester.makepyfile("def test_never():\n    raise SystemExit('must not run')\n")
+    one_line_usage_error(run_inline(pytester, *args), match)
+
+
+# --------------------------------------------------------------------------- real (tiny) models
+
+@pytest.fixture
+def saved_model(tmp_path, tiny_mlp):
+    path = tmp_path / "tiny.keras"
+    tiny_mlp.save(path)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "good.npz", x=rng.normal(size=(30, 8)).astype("float32"), y=rng.integers(0, 3, 30))
+    np.savez(tmp_path / "noy.npz", x=np.zeros((30, 8), "float32"))
+    np.savez(tmp_path / "shape.npz", x=np.zeros((30, 5), "float32"), y=np.zeros(30, int))
+    np.savez(tmp_path / "labels.npz", x=np.zeros((30, 8), "float32"), y=np.full(30, 7))
+    return path
+
+
+def test_bad_data_is_usage_error_before_tests(pytester, saved_model):
+    pytester.makepyfile("def test_never():\n    raise SystemExit('must not run')\n")
+    d = saved_model.parent
+    for name, match in (("noy", "has no array 'y'"), ("shape", "model expects (N, 8)"),
+                        ("labels", "labels must lie in [0, 2]"), ("absent", "data file not found")):
+        one_line_usage_error(run(pytester, "--model", str(saved_model), "--data", str(d / f"{name}.npz")),
+                             match)
+
+
+def test_fixtures_shared_and_computed_once(pytester, saved_model):
+    body = """
+        import json
+        from modtest.probes import ProbeStore
+
+        def test_{n}(model, eval_data, partition, modtest_probes):
+            x, y = eval_data
+            assert x.shape == (30, 8) and y.dtype.kind == "i"
+            assert partition.k == 3 and isinstance(modtest_probes, ProbeStore)
+            with open("ids.txt", "a") as f:
+                f.write(json.dumps([id(model), id(eval_data), id(partition), id(modtest_probes)]) + "\\n")
+    """
+    pytester.makepyfile(test_one=body.format(n="one"), test_two=body.format(n="two"))
+    res = run(pytester, "--model", str(saved_model), "--data", str(saved_model.parent / "good.npz"),
+              "--modtest-k", "3")
+    res.assert_outcomes(passed=2)
+    ids = [json.loads(line) for line in (pytester.path / "ids.txt").read_text().splitlines()]
+    assert len(ids) == 2 and ids[0] == ids[1]
+
+
+def test_clusterable_on_planted_modules(pytester, tmp_path, planted_mlp):
+    path = tmp_path / "planted.keras"
+    planted_mlp().save(path)
+    pytester.makepyfile(f"""
+        from modtest.assertions import assert_clusterable
+
+        def test_planted(model):
+            claim = assert_clusterable(model, k=2, n_shuffles=19)
+            assert claim.p_raw == 0.05 and claim.passed is None  # provisional until the session ends
+    """)
+    res = run(pytester, "--model", str(path), "--modtest-json", "r.json")
+    res.assert_outcomes(passed=1)
+    rep = json.loads((pytester.path / "r.json").read_text())
+    assert rep["claims"][0]["measure"] == "clusterability" and rep["claims"][0]["verdict"] == "pass"
+
+
+# --------------------------------------------------------------------------- failures and reporting
+
+FAILING = """
+from modtest.assertions import assert_importance
+
+def test_ok():
+    assert_importance("m.keras", k=2)
+
+def test_raw_fail():
+    assert_importance("m.keras", k=3)
+
+def test_nothing_testable():
+    assert_importance("m.keras", k=4)
+"""
+
+
+def test_failures_reported_and_exit_status(pytester, modtest_stub):
+    modtest_stub({2: 0.001, 3: 0.31, 4: None})
+    pytester.makepyfile(test_inner=FAILING)
+    res = run(pytester, "-rf", "--modtest-json", "r.json")
+    res.assert_outcomes(passed=1, failed=2)
+    assert res.ret == 1
+    out = res.stdout.str()
+    assert ("importance not shown: Fisher p=0.31 > alpha=0.05 over 29 sub-clusters "
+            "(top: dense_2-3 drop 0.12 p=0.0476, dense_1-0 drop 0.01 p=0.5)") in out
+    assert "no testable sub-clusters: none of the 4 sub-clusters has >= 3 units" in out
+    res.stdout.fnmatch_lines(["*= modtest =*", "3 assertion(s), holm correction, 2 failed*",
+                              "PASS test_inner.py::test_ok importance (fisher) statistic=1.5 raw p=0.001 "
+                              "corrected p=0.002 alpha=0.05 probe *s"])
+    claims = json.loads((pytester.path / "r.json").read_text())["claims"]
+    assert [(c["nodeid"].split("::")[1], c["verdict"]) for c in claims] == [
+        ("test_nothing_testable", "fail"), ("test_ok", "pass"), ("test_raw_fail", "fail")]
+    assert claims[0]["p_raw"] is None  # nothing testable: excluded from the correction
+
+
+def test_pass_becomes_failure_after_correction(pytester, modtest_stub):
+    modtest_stub({2: 0.04, 3: 0.03})
+    pytester.makepyfile(test_inner="""
+        from modtest.assertions import assert_importance
+
+        def test_a():
+            assert_importance("m.keras", k=2)
+
+        def test_b():
+            assert_importance("m.keras", k=3)
+    """)
+    res = run(pytester, "-rf")
+    res.assert_outcomes(failed=2)
+    assert res.ret == 1
+    res.stdout.fnmatch_lines(["*= FAILURES =*", "importance not shown after holm correction: "
+                              "corrected p=0.06 > alpha=0.05 (raw p=0.04, fisher over 29 sub-clusters)*",
+                              "*failed only after holm correction:*",
+                              "FAILED test_inner.py::test_a - importance not shown after holm*"])
+    res = run(pytester, "--modtest-correction", "none")
+    res.assert_outcomes(passed=2)
+    assert res.ret == 0
+
+
+def test_xdist_workers_pinned_within_caller_gpus(pytester, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    pytester.makepyfile("""
+        import os, time, pytest
+
+        @pytest.mark.parametrize("i", range(6))
+        def test_pin(i):
+            time.sleep(0.05)
+            with open(f"pin-{os.environ['PYTEST_XDIST_WORKER']}-{i}", "w") as f:
+                f.write(os.environ["CUDA_VISIBLE_DEVICES"])
+    """)
+    run(pytester, "-n", "2").assert_outcomes(passed=6)
+    seen = {p.name.split("-")[1]: p.read_text() for p in pytester.path.glob("pin-*")}
+    assert seen and all({"gw0": "3", "gw1": "5"}[w] == g for w, g in seen.items())
+
+
+# --------------------------------------------------------------------------- outside pytest
+
+@pytest.fixture
+def stubbed(monkeypatch):
+    """The assertion seams stubbed in this process, and no session collecting claims."""
+    monkeypatch.setattr(session, "_ACTIVE", None)
+    monkeypatch.setattr(probes, "_STORE", probes.ProbeStore())
+    monkeypatch.setattr(assertions, "resolve_model", lambda m, trust=False: m)
+    monkeypatch.setattr(assertions, "resolve_data", lambda d, m, defaults=None: (np.zeros((2, 2)), np.zeros(2)))
+    monkeypatch.setattr(probes, "model_fingerprint", lambda m: str(m))
+    saved = dict(probes.MEASURES), dict(probes.PROBES)
+    yield probes
+    probes.MEASURES.clear(), probes.MEASURES.update(saved[0])
+    probes.PROBES.clear(), probes.PROBES.update(saved[1])
+
+
+def _net(p):
+    return {"fisher_p": p, "fisher_stat": 3.0, "chi2_p": p / 2, "chi2_stat": 4.0, "n": 5, "n_excluded": 1}
+
+
+def test_outside_pytest_judged_alone(stubbed):
+    from modtest.results import ProbeResult
+
+    stubbed.register_measure("input_coherence", "visualization",
+                             lambda ctx: ProbeResult("visualization", [], {"input_coherence": _net(0.04)}),
+                             "input_coherence", row_p_key="p_input")
+    c = assertions.assert_input_coherence("m", alpha=0.05)
+    assert (c.passed, c.p_raw, c.p_corrected, c.correction, c.statistic) == (True, 0.04, 0.04, "none", 3.0)
+    assert assertions.assert_input_coherence("m", method="chi2").p_raw == 0.02
+    with pytest.raises(AssertionError, match=r"input_coherence not shown: Fisher p=0.04 > alpha=0.01 "
+                                             r"over 5 sub-clusters \(1 excluded\)"):
+        assertions.assert_input_coherence("m", alpha=0.01)
+    with pytest.raises(ValueError, match="unknown method"):
+        assertions.assert_input_coherence("m", method="stouffer")
+
+
+def test_xfail_claim_does_not_fail_session(pytester, modtest_stub):
+    modtest_stub({2: 0.001, 3: 0.04, 4: 0.9})
+    pytester.makepyfile(test_inner="""
+        import pytest
+        from modtest.assertions import assert_importance
+
+        def test_a():
+            assert_importance("m.keras", k=2)
+
+        @pytest.mark.xfail(strict=False)
+        def test_b():
+            assert_importance("m.keras", k=3)  # raw pass, fails after holm: stays xpassed
+
+        @pytest.mark.xfail(strict=False)
+        def test_c():
+            assert_importance("m.keras", k=4)
+    """)
+    res = run(pytester)
+    res.assert_outcomes(passed=1, xpassed=1, xfailed=1)
+    assert res.ret == 0
+
+
+# --------------------------------------------------------------------------- the shipped example
+
+@pytest.mark.slow
+def test_example_suite_for_real(pytester):
+    """The CI example on the shipped MLP, for real (lesion + clusterability), twice: cold and cached."""
+    import shutil
+    import time
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for name in ("test_digits_modularity.py", "digits_mlp.keras"):  # inside the inner rootdir
+        shutil.copy(os.path.join(root, "examples", name), pytester.path)
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        res = run(pytester, "--model", "digits_mlp.keras", "--modtest-json", "r.json",
+                  "test_digits_modularity.py")
+        times.append(time.perf_counter() - t0)
+        res.assert_outcomes(passed=2, xfailed=1)
+        assert res.ret == 0
+    claims = json.loads((pytester.path / "r.json").read_text())["claims"]
+    verdicts = {c["measure"]: c["verdict"] for c in claims}
+    assert verdicts == {"importance": "pass", "clusterability": "pass", "output_coherence": "fail"}
+    print(f"example suite: cold {times[0]:.1f}s, cached {times[1]:.1f}s")
+    sys.stdout.write(res.stdout.str())
+
+
+def test_backend_set_before_conftest_import(pytester):
+    pytester.makeconftest("import os\nSEEN = os.environ.get('KERAS_BACKEND')\n")
+    pytester.makepyfile("""
+        def test_x(request):
+            import conftest
+            assert conftest.SEEN == "torch"
+    """)
+    run(pytester, "--modtest-backend", "torch").assert_outcomes(passed=1)

@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices are not for users
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

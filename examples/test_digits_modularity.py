@@ -26,9 +26,10 @@ def test_subclusters_are_important(model, eval_data):
 
 
 def test_network_is_clusterable(model):
-    """The network's n-cut at k=4 is lower than that of 49 networks with the same weights shuffled
-    within each layer (smallest possible p: 1/50 = 0.02)."""
-    assert_clusterable(model, k=4, n_shuffles=49)
+    """The network's n-cut at k=2 is lower than that of 49 networks with the same weights shuffled
+    within each layer (smallest possible p: 1/50 = 0.02). On the shipped MLP the margin is wide
+    (z = -12: n-cut 0.552 against shuffles 0.582-0.60); at k=12 it does not hold (p = 0.15)."""
+    assert_clusterable(model, k=2, n_shuffles=49)
 
 
 # Output coherence (lesioning a sub-cluster hurts some classes much more than others) does NOT hold

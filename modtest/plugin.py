@@ -33,7 +33,16 @@ _OPTIONS = (
      "allow models whose loading runs code (Lambda layers, custom objects)"),
     ("--modtest-json", "modtest_json", "path", None, "write every assertion's raw/corrected p and verdict here"),
     ("--modtest-backend", "modtest_backend", "str", None, "Keras backend: tensorflow, jax or torch"),
+    ("--modtest-html", "modtest_html", "path", None, "write the self-contained HTML report of the audit here"),
+    ("--modtest-save", "modtest_save", "str", None,
+     "save the session's audit as baseline NAME (in --modtest-storage)"),
+    ("--modtest-storage", "modtest_storage", "path", None, "baseline folder (default .modtest/baselines)"),
+    ("--modtest-compare-fail", "modtest_compare_fail", "str", None,
+     "comma-separated regression rules for --modtest-compare, e.g. p:10x,important:-2"),
 )
+_COMPARE_HELP = ("compare the audit with baseline NAME (no NAME, or the ini value 'latest': the most "
+                 "recent); fail the session when a claim that held no longer holds or a "
+                 "--modtest-compare-fail rule breaks. Write --modtest-compare=NAME")
 
 
 def pytest_addoption(parser):
@@ -46,6 +55,9 @@ def pytest_addoption(parser):
             group.addoption(flag, dest=dest, action="store", default=None, metavar=dest.split("_")[-1].upper(),
                             help=help_)
             parser.addini(dest, help_, default="")
+    group.addoption("--modtest-compare", dest="modtest_compare", action="store", nargs="?", const="latest",
+                    default=None, metavar="NAME", help=_COMPARE_HELP)
+    parser.addini("modtest_compare", _COMPARE_HELP, default="")
 
 
 @dataclass
@@ -65,6 +77,18 @@ class ModtestState:
     json_path: Path | None
     backend: str | None
     worker: str | None
+    html_path: Path | None = None
+    save_name: str | None = None
+    storage_dir: Path | None = None
+    compare_name: str | None = None  # "latest" = the most recent baseline
+    compare_fail: str | None = None
+    compare_rules: list = field(default_factory=list)
+    baseline: object = None  # the Report compared with (loaded at configure time)
+    baseline_name: str | None = None
+    comparison: object = None
+    saved_path: Path | None = None
+    output_errors: list = field(default_factory=list)
+    started: float = 0.0
     collector: _session.ClaimCollector = None
     store: object = None
     _model: object = field(default=None, repr=False)
@@ -156,6 +180,25 @@ def _parse_state(config) -> ModtestState:
             raise pytest.UsageError(f"--modtest-backend: unknown backend {backend!r}; choose one of "
                                     f"{', '.join(BACKENDS)}")
     cache = vals["modtest_cache"][0] or (config.rootpath / ".modtest" / "cache")
+    storage = vals["modtest_storage"][0] or (config.rootpath / ".modtest" / "baselines")
+    compare, _e, _c = _raw_option(config, "modtest_compare", "str")
+    save = vals["modtest_save"][0]
+    if save is not None:
+        from modtest.storage import StorageError, check_name
+
+        try:
+            save = check_name(str(save).strip())
+        except StorageError as exc:
+            raise pytest.UsageError(f"--modtest-save: {exc}") from None
+    compare_fail = vals["modtest_compare_fail"][0]
+    rules = []
+    if compare_fail is not None:
+        from modtest.compare import CompareError, parse_rules
+
+        try:
+            rules = parse_rules(compare_fail)
+        except CompareError as exc:
+            raise pytest.UsageError(f"--modtest-compare-fail: {exc}") from None
     return ModtestState(
         model_path=vals["model"][0] or EXAMPLE_MODEL, model_explicit=vals["model"][1],
         data_path=vals["data"][0] or EXAMPLE_DATA, data_explicit=vals["data"][1],
@@ -163,6 +206,9 @@ def _parse_state(config) -> ModtestState:
         seed=num("modtest_seed", int, minimum=0), correction=correction, cache_dir=Path(cache),
         trust=bool(vals["modtest_trust_model"][0]), json_path=vals["modtest_json"][0],
         backend=backend, worker=os.environ.get("PYTEST_XDIST_WORKER"),
+        html_path=vals["modtest_html"][0], save_name=save, storage_dir=Path(storage),
+        compare_name=None if compare is None else (str(compare).strip() or "latest"),
+        compare_fail=compare_fail, compare_rules=rules,
     )
 
 
@@ -211,7 +257,16 @@ def pytest_configure(config):
     defaults = _session.SessionDefaults(k=state.k, alpha=state.alpha, seed=state.seed,
                                         data=state.data_for, trust=state.trust)
     state.collector = _session.ClaimCollector(state.correction, defaults)
-    state.store = ProbeStore(ProbeCache(state.cache_dir))
+    state.store = _recording_store(ProbeStore)(ProbeCache(state.cache_dir))
+    if state.compare_name is not None and not hasattr(config, "workerinput"):
+        from modtest.storage import BaselineStorage, StorageError
+
+        try:
+            storage = BaselineStorage(state.storage_dir)
+            state.baseline_name, _path = storage.resolve(state.compare_name)
+            state.baseline = storage.load(state.baseline_name)
+        except StorageError as exc:
+            raise pytest.UsageError(f"--modtest-compare: {exc}") from None
     state._previous = (_session.activate(state.collector), set_default_store(state.store))
     config.stash[_KEY] = state
 
@@ -229,6 +284,152 @@ def pytest_unconfigure(config):
         set_default_store(prev_store)
 
 
+def _recording_store(base):
+    """A ProbeStore that also remembers, per key, what each probe ran on (k, seed, hashes)."""
+
+    class RecordingStore(base):
+        def __init__(self, cache=None):
+            super().__init__(cache)
+            self.meta: dict[str, dict] = {}
+
+        def key(self, probe, model, x, y, k, seed, settings=None) -> str:
+            from modtest import probes
+            from modtest.cache import cache_key
+            from modtest.results import _jsonable
+
+            mh, dh = probes.model_fingerprint(model), probes.data_fingerprint(x, y)
+            key = cache_key(mh, dh, probe, k, seed, settings)
+            self.meta.setdefault(key, {"probe": probe, "k": int(k), "seed": int(seed), "model_hash": mh,
+                                       "data_hash": dh, "settings": _jsonable(dict(settings or {}))})
+            return key
+
+    return RecordingStore
+
+
+def _probe_entries(state) -> list[dict]:
+    """The schema's ``probes`` entries for every probe run of this process."""
+    from modtest.report.schema import probe_entry
+
+    out = []
+    for key, run in list(state.store.memory.items()):
+        meta = getattr(state.store, "meta", {}).get(key, {})
+        entry = probe_entry(run.result, k=meta.get("k"), seed=meta.get("seed"),
+                            model_hash=meta.get("model_hash"), data_hash=meta.get("data_hash"),
+                            settings=meta.get("settings"), source=run.source)
+        entry["key"] = key
+        entry["wall_seconds"] = float(run.seconds)
+        out.append(entry)
+    return out
+
+
+def _partition_entries() -> list[dict]:
+    from modtest import probes
+    from modtest.report.schema import partition_summary
+
+    out = []
+    for (mh, _k, _s), part in list(probes._PARTITIONS.items()):
+        try:
+            out.append(partition_summary(part, mh))
+        except Exception:  # noqa: BLE001 - a summary must never break the session
+            continue
+    return out
+
+
+def _identity(state) -> tuple[dict, dict]:
+    """``model`` and ``data`` of the schema; hashes only for what this session loaded."""
+    model = {"path": str(state.model_path), "name": None, "hash": None}
+    data = {"path": str(state.data_path), "hash": None, "n_examples": None}
+    if state._model is not None:
+        try:
+            from modtest.model import model_hash
+
+            model["name"] = getattr(state._model, "name", None)
+            model["hash"] = model_hash(state._model)
+            if state._raw is not None:
+                from modtest.cache import data_hash
+
+                x, y = state.data_for(state._model)
+                data["hash"], data["n_examples"] = data_hash(x, y), int(len(x))
+        except Exception:  # noqa: BLE001 - identity is informative only
+            pass
+    return model, data
+
+
+def _build_report(state, worker_audits):
+    import time
+
+    from modtest.report.schema import Report, claim_entry
+
+    probes_, seen = [], set()
+    for entry in _probe_entries(state) + [e for w in worker_audits for e in w.get("probes", [])]:
+        if entry.get("key") in seen:
+            continue
+        seen.add(entry.get("key"))
+        probes_.append(entry)
+    probes_.sort(key=lambda e: (str(e.get("probe")), e.get("k") or 0, str(e.get("key"))))
+    parts, pseen = [], set()
+    for ps in _partition_entries() + [p for w in worker_audits for p in w.get("partitions", [])]:
+        ident = (ps.get("model_hash"), ps.get("k"), ps.get("seed"))
+        if ident not in pseen:
+            pseen.add(ident)
+            parts.append(ps)
+    model, data = _identity(state)
+    col = state.collector
+    total = time.perf_counter() - state.started if state.started else None
+    per_probe = {}
+    for e in probes_:
+        name = f"{e.get('probe')}[k={e.get('k')}]"
+        per_probe[name] = per_probe.get(name, 0.0) + float(e.get("wall_seconds") or 0.0)
+    return Report.new(source="pytest", model=model, data=data, k=state.k, seed=state.seed,
+                      alpha=state.alpha, correction=col.method, partitions=parts, probes=probes_,
+                      claims=[claim_entry(c) for c in col.claims],
+                      timings={"total_seconds": total, "probes": per_probe})
+
+
+def _write_outputs(config, state, worker_audits) -> bool:
+    """JSON, HTML, comparison and baseline of the session; returns whether the session must fail."""
+    wanted = (state.json_path, state.html_path, state.save_name, state.compare_name)
+    if all(w is None for w in wanted):
+        return False
+    report = _build_report(state, worker_audits)
+    if not report.claims and not report.probes:
+        return False
+    fail = False
+    if state.baseline is not None:
+        from modtest.compare import compare_reports
+
+        state.comparison = compare_reports(state.baseline, report, state.compare_rules,
+                                           baseline_name=state.baseline_name, current_name="current")
+        fail = not state.comparison.ok
+    from modtest._io import atomic_write_text
+
+    out = report.to_dict()
+    if state.comparison is not None:
+        out["comparison"] = state.comparison.to_dict()
+    jobs = []
+    if state.json_path is not None:
+        jobs.append(("--modtest-json", lambda: atomic_write_text(state.json_path, json.dumps(out, indent=2))))
+    if state.html_path is not None:
+        from modtest.report.html import write_html
+
+        jobs.append(("--modtest-html", lambda: write_html(report, state.html_path, state.comparison)))
+    if state.save_name is not None:
+        from modtest.storage import BaselineStorage
+
+        def save():
+            state.saved_path = BaselineStorage(state.storage_dir).save(state.save_name, report)
+
+        jobs.append(("--modtest-save", save))
+    for what, job in jobs:
+        try:
+            job()
+        except Exception as exc:  # noqa: BLE001 - reported in the summary, the session fails
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            state.output_errors.append(f"{what}: {type(exc).__name__}: {first}")
+            fail = True
+    return fail
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session):
     """With --model/--data given, check them before any test runs (usage error, exit 4).
@@ -237,6 +438,9 @@ def pytest_sessionstart(session):
     checked lazily by ``eval_data``, so a model that needs no data (clusterability) can be given alone.
     """
     state = _state(session.config)
+    import time
+
+    state.started = time.perf_counter()
     if not state.explicit or hasattr(session.config, "workerinput"):
         return
     from modtest.errors import ModtestError
@@ -269,6 +473,10 @@ def pytest_testnodedown(node, error):
     out = getattr(node, "workeroutput", None) or {}
     if state is not None:
         state.collector.extend_dicts(out.get("modtest_claims"))
+        if out.get("modtest_audit"):
+            if not hasattr(state, "_worker_audits"):
+                state._worker_audits = []
+            state._worker_audits.append(out["modtest_audit"])
 
 
 def _fail_reports(config, failed: dict) -> bool:
@@ -311,8 +519,15 @@ def pytest_sessionfinish(session, exitstatus):
     col = state.collector
     if hasattr(config, "workerinput"):  # xdist worker: the controller corrects
         config.workeroutput["modtest_claims"] = col.to_dicts()
+        wants = (state.json_path, state.html_path, state.save_name, state.compare_name)
+        if any(w is not None for w in wants):
+            try:
+                config.workeroutput["modtest_audit"] = {"probes": _probe_entries(state),
+                                                        "partitions": _partition_entries()}
+            except Exception:  # noqa: BLE001 - the claims still travel
+                pass
         return
-    if not col.claims:
+    if not col.claims and not state.store.memory and not getattr(state, "_worker_audits", None):
         return
     col.finalize()
     failed = col.failed_nodeids()
@@ -320,10 +535,9 @@ def pytest_sessionfinish(session, exitstatus):
              if any(c.p_raw is not None and c.p_raw == c.p_raw and c.p_raw <= c.alpha for c in cs)}
     if _fail_reports(config, newly) and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if state.json_path is not None:
-        from modtest._io import atomic_write_text
-
-        atomic_write_text(state.json_path, json.dumps(col.report(), indent=2))
+    if _write_outputs(config, state, getattr(state, "_worker_audits", [])) and \
+            session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _p(v) -> str:
@@ -334,10 +548,15 @@ def _p(v) -> str:
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     state = config.stash.get(_KEY, None)
-    if state is None or not state.collector.claims:
+    if state is None:
+        return
+    tr = terminalreporter
+    if not state.collector.claims:
+        if state.comparison is not None or state.output_errors:
+            tr.section("modtest")
+            _summary_outputs(tr, state)
         return
     col = state.collector
-    tr = terminalreporter
     tr.section("modtest")
     tr.write_line(f"{len(col.claims)} assertion(s), {col.method} correction, "
                   f"{len(col.failures())} failed (probe: wall time in this session, ~0 when cached)")
@@ -351,8 +570,27 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(f"failed only after {col.method} correction:", red=True)
         for c in newly:
             tr.write_line(f"  {c.nodeid}: {_session.failure_message(c)}", red=True)
-    if state.json_path is not None:
+    _summary_outputs(tr, state)
+
+
+def _summary_outputs(tr, state) -> None:
+    cmp = state.comparison
+    if cmp is not None:
+        tr.write_line(f"compared with baseline {state.baseline_name!r}: "
+                      + ("no regression" if cmp.ok else f"{len(cmp.failures)} regression(s)"),
+                      red=not cmp.ok, green=cmp.ok)
+        for f in cmp.failures:
+            tr.write_line(f"  REGRESSION {f}", red=True)
+        for n in cmp.notes:
+            tr.write_line(f"  note: {n}")
+    for e in state.output_errors:
+        tr.write_line(f"modtest: could not write {e}", red=True)
+    if state.json_path is not None and state.json_path.exists():
         tr.write_line(f"modtest JSON report: {state.json_path}")
+    if state.html_path is not None and state.html_path.exists():
+        tr.write_line(f"modtest HTML report: {state.html_path}")
+    if state.saved_path is not None:
+        tr.write_line(f"modtest baseline saved: {state.saved_path}")
 
 
 # --------------------------------------------------------------------------- fixtures

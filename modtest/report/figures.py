@@ -1,0 +1,183 @@
+"""The report's figures as PNG bytes, drawn on matplotlib's Agg canvas (no pyplot, no global state).
+
+* :func:`partition_figure`   cluster sizes per layer (stacked bars)
+* :func:`clusterability_figure`  the n-cut against shuffled networks' n-cuts
+* :func:`scatter_figure`     paper Figure 2: fraction of layer vs accuracy drop, by category
+* :func:`profiles_figure`    paper Figure 6: class-wise drops, true (red) vs random (grey)
+* :func:`dependency_figure`  paper Figure 9: double-lesion dependency heatmap
+"""
+from __future__ import annotations
+
+import io
+import math
+
+CATEGORY_COLORS = {
+    "important": "#d62728", "sig-but-not-diff": "#ff7f0e", "diff-but-not-sig": "#9467bd",
+    "prunable": "#2ca02c", "complete": "#8c564b", "small": "#7f7f7f", "other": "#1f77b4",
+}
+
+
+def _figure(w: float, h: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def _num(v, default=float("nan")) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return default
+
+
+def partition_figure(summary: dict) -> bytes:
+    """Stacked bars: one bar per layer, one segment per cluster (isolated units hatched grey)."""
+    import numpy as np
+
+    layers = summary.get("layers") or []
+    labels = sorted({int(c) for layer in layers for c in (layer.get("cluster_sizes") or {})})
+    fig = _figure(max(5.0, 1.1 * len(layers) + 2.5), 3.6)
+    ax = fig.add_subplot(1, 1, 1)
+    cmap = __import__("matplotlib").colormaps["tab20"]
+    bottom = np.zeros(len(layers))
+    x = np.arange(len(layers))
+    for c in labels:
+        h = np.array([float((layer.get("cluster_sizes") or {}).get(str(c), 0)) for layer in layers])
+        if c < 0:
+            ax.bar(x, h, bottom=bottom, color="#dddddd", hatch="//", edgecolor="#999999", label="isolated")
+        else:
+            ax.bar(x, h, bottom=bottom, color=cmap(c % 20), edgecolor="white", linewidth=0.5, label=f"cluster {c}")
+        bottom += h
+    ax.set_xticks(x, [layer.get("name", "?") for layer in layers], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("units")
+    ax.set_title(f"partition: k={summary.get('k')}, n-cut={_num(summary.get('ncut')):.3f}", fontsize=10)
+    ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def clusterability_figure(ncut: float, shuffled) -> bytes:
+    """Histogram of shuffled networks' n-cuts with the true n-cut as a red line."""
+    fig = _figure(5.0, 3.0)
+    ax = fig.add_subplot(1, 1, 1)
+    vals = [_num(v) for v in shuffled if not math.isnan(_num(v))]
+    if vals:
+        ax.hist(vals, bins=min(20, max(5, len(vals) // 2)), color="#999999", label="shuffled weights")
+    ax.axvline(_num(ncut), color="#d62728", linewidth=2, label="trained network")
+    ax.set_xlabel("n-cut (lower = more clusterable)")
+    ax.set_ylabel("networks")
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def scatter_figure(rows: list) -> bytes:
+    """Paper Figure 2: fraction of its layer (x) vs accuracy drop (y), coloured by category;
+    important sub-clusters labelled ``layer-cluster``."""
+    fig = _figure(6.5, 4.5)
+    ax = fig.add_subplot(1, 1, 1)
+    by_cat: dict[str, list] = {}
+    for r in rows:
+        by_cat.setdefault(r.get("category") or "other", []).append(r)
+    for cat in list(CATEGORY_COLORS) + sorted(set(by_cat) - set(CATEGORY_COLORS)):
+        rs = by_cat.get(cat)
+        if not rs:
+            continue
+        ax.scatter([_num(r.get("fraction")) for r in rs], [_num(r.get("drop")) for r in rs],
+                   s=28, color=CATEGORY_COLORS.get(cat, "black"), label=f"{cat} ({len(rs)})",
+                   edgecolor="black", linewidth=0.3, zorder=3)
+        if cat == "important":
+            for r in rs:
+                name = r.get("name") or f"{r.get('layer')}-{r.get('cluster')}"
+                ax.annotate(name, (_num(r.get("fraction")), _num(r.get("drop"))), fontsize=6,
+                            xytext=(3, 3), textcoords="offset points")
+    ax.axhline(0.0, color="#bbbbbb", linewidth=0.8, zorder=1)
+    ax.set_xlabel("fraction of layer")
+    ax.set_ylabel("accuracy drop when lesioned")
+    ax.set_title("sub-cluster importance (paper Fig. 2)", fontsize=10)
+    ax.legend(fontsize=7, frameon=False, loc="upper left")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def top_rows(rows: list, n: int = 6) -> list:
+    """The ``n`` sub-clusters with the largest accuracy drops (important ones first)."""
+    return sorted(rows, key=lambda r: (r.get("category") != "important", -_num(r.get("drop"), 0.0)))[:n]
+
+
+def profiles_figure(rows: list, n: int = 6) -> bytes:
+    """Paper Figure 6: per-class accuracy drops of the top sub-clusters; red = the sub-cluster,
+    grey = its random same-layer controls."""
+    top = [r for r in top_rows(rows, n) if r.get("class_drops") is not None]
+    cols = min(3, max(1, len(top)))
+    nrows = max(1, math.ceil(len(top) / cols))
+    fig = _figure(3.2 * cols, 2.4 * nrows)
+    if not top:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.text(0.5, 0.5, "no class-wise drops in this report", ha="center", va="center")
+        ax.set_axis_off()
+        return _png(fig)
+    for i, r in enumerate(top):
+        ax = fig.add_subplot(nrows, cols, i + 1)
+        true = [_num(v) for v in r["class_drops"]]
+        classes = list(range(len(true)))
+        for rd in r.get("random_class_drops") or []:
+            ax.plot(classes, [_num(v) for v in rd], color="#999999", linewidth=0.8, alpha=0.6)
+        ax.plot(classes, true, color="#d62728", linewidth=2, marker="o", markersize=3)
+        ax.axhline(0.0, color="#cccccc", linewidth=0.6)
+        name = r.get("name") or f"{r.get('layer')}-{r.get('cluster')}"
+        ax.set_title(f"{name} ({r.get('category')}, drop {_num(r.get('drop')):.3f})", fontsize=8)
+        ax.set_xticks(classes)
+        ax.tick_params(labelsize=6)
+        if i % cols == 0:
+            ax.set_ylabel("class accuracy drop", fontsize=7)
+        if i >= (nrows - 1) * cols:
+            ax.set_xlabel("class", fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def dependency_figure(matrix: dict) -> bytes:
+    """Paper Figure 9: ``values[i][j]`` = extra damage of lesioning column j once row i is
+    lesioned (diagonal: single damage); significant cells starred; same-layer pairs blank."""
+    import numpy as np
+
+    names = list(matrix.get("names") or [])
+    m = len(names)
+    vals = np.full((m, m), np.nan)
+    for i, row in enumerate(matrix.get("values") or []):
+        for j, v in enumerate(row):
+            vals[i, j] = _num(v)
+    side = max(3.5, 0.45 * m + 2.0)
+    fig = _figure(side + 1.0, side)
+    ax = fig.add_subplot(1, 1, 1)
+    if m == 0:
+        ax.text(0.5, 0.5, "no important sub-clusters in different layers", ha="center", va="center")
+        ax.set_axis_off()
+        return _png(fig)
+    masked = np.ma.masked_invalid(vals)
+    cmap = __import__("matplotlib").colormaps["viridis"].with_extremes(bad="#eeeeee")
+    im = ax.imshow(masked, cmap=cmap, interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="accuracy drop (diagonal: alone; cell: extra)")
+    sig = matrix.get("significant") or []
+    for i in range(m):
+        for j in range(m):
+            s = sig[i][j] if i < len(sig) and j < len(sig[i]) else None
+            if s:
+                ax.text(j, i, "*", ha="center", va="center", color="white", fontsize=10, fontweight="bold")
+    ax.set_xticks(range(m), names, rotation=90, fontsize=6)
+    ax.set_yticks(range(m), names, fontsize=6)
+    ax.set_xlabel("lesioned second (j)")
+    ax.set_ylabel("lesioned first (i)")
+    ax.set_title("double-lesion dependencies (paper Fig. 9)", fontsize=10)
+    fig.tight_layout()
+    return _png(fig)

@@ -1,0 +1,195 @@
+"""One self-contained HTML file per audit: verdicts, partition, figures (PNG as base64 data URIs).
+
+Sections (``<section id=...>``): ``summary``, ``claims``, ``comparison`` (when a baseline was
+compared), ``partition``, ``clusterability`` (when it ran), ``importance`` (paper Fig. 2),
+``profiles`` (Fig. 6), ``dependencies`` (Fig. 9, when double lesions ran), ``visualizations``
+(when present), ``network`` (all network-level statistics), ``details`` (versions, timings).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+
+from modtest.report import figures
+from modtest.report.schema import Report
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1100px;
+color:#222;line-height:1.4}
+h1{font-size:1.6em;margin-bottom:0}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
+table{border-collapse:collapse;font-size:0.85em;margin:8px 0}
+td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f4f4f4}
+td:first-child,th:first-child{text-align:left}
+.pass{color:#1a7f37;font-weight:bold}.fail{color:#cf222e;font-weight:bold}
+.banner{padding:10px 14px;border-radius:6px;margin:12px 0;font-size:1.1em}
+.banner.pass{background:#dafbe1}.banner.fail{background:#ffebe9}
+img{max-width:100%;border:1px solid #eee;margin:6px 0}.muted{color:#777;font-size:0.85em}
+"""
+
+
+def _e(v) -> str:
+    return html.escape("" if v is None else str(v))
+
+
+def _p(v) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(f) else f"{f:.3g}"
+
+
+def _img(png: bytes, alt: str, ident: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img id="{_e(ident)}" alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(head, rows) -> str:
+    out = ["<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+    for r in rows:
+        out.append("<tr>" + "".join(c if isinstance(c, _Raw) else f"<td>{_e(c)}</td>" for c in r) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+class _Raw(str):
+    """A cell already rendered as ``<td>...</td>``."""
+
+
+def _verdict_cell(v) -> _Raw:
+    cls = "pass" if v == "pass" else "fail"
+    return _Raw(f'<td class="{cls}">{_e(v)}</td>')
+
+
+def _section(ident: str, title: str, body: str) -> str:
+    return f'<section id="{ident}"><h2>{_e(title)}</h2>{body}</section>'
+
+
+def render_html(report: Report, comparison=None) -> str:
+    """The report as one HTML document (a string; nothing is written)."""
+    parts = []
+    model = report.model or {}
+    title = f"modtest audit: {model.get('name') or model.get('path') or 'model'}"
+    ok = report.n_failed == 0 and (comparison is None or comparison.ok)
+    verdict = "PASS" if ok else "FAIL"
+    lesion = report.lesion
+    summary = [f'<div class="banner {verdict.lower()}">{verdict}: {report.n_claims} claim(s), '
+               f'{report.n_failed} failed'
+               + ("" if comparison is None else
+                  f"; comparison with {_e(comparison.baseline_name)}: "
+                  f"{'no regression' if comparison.ok else f'{len(comparison.failures)} regression(s)'}")
+               + "</div>"]
+    facts = [("model", model.get("path") or model.get("name")), ("model hash", model.get("hash")),
+             ("data", (report.data or {}).get("path")), ("data hash", (report.data or {}).get("hash")),
+             ("examples", (report.data or {}).get("n_examples")), ("k", report.k), ("seed", report.seed),
+             ("alpha", report.alpha), ("correction", report.correction), ("created", report.created),
+             ("source", report.source)]
+    if lesion is not None:
+        ex = lesion.get("extras") or {}
+        facts.append(("base accuracy", _p(ex.get("base_accuracy"))))
+        tax = ex.get("taxonomy") or {}
+        if tax:
+            facts.append(("taxonomy", ", ".join(f"{k}: {v}" for k, v in tax.items() if v)))
+    summary.append(_table(("", "value"), [(k, v) for k, v in facts if v is not None]))
+    parts.append(_section("summary", "Summary", "".join(summary)))
+
+    if report.claims:
+        rows = [(c.get("nodeid") or "", c.get("measure"), c.get("method"), _p(c.get("statistic")),
+                 _p(c.get("p_raw")), _p(c.get("p_corrected")), _p(c.get("alpha")),
+                 _verdict_cell(c.get("verdict"))) for c in report.claims]
+        body = _table(("test", "measure", "method", "statistic", "raw p", "corrected p", "alpha", "verdict"), rows)
+    else:
+        body = '<p class="muted">no assertions in this audit</p>'
+    parts.append(_section("claims", "Claims", body))
+
+    if comparison is not None:
+        rows = [(r["metric"], r["baseline"] if isinstance(r["baseline"], str) else _p(r["baseline"]),
+                 r["current"] if isinstance(r["current"], str) else _p(r["current"]), r["change"],
+                 _Raw(f'<td class="{"fail" if r["status"] == "FAIL" else ""}">{_e(r["status"])}</td>'))
+                for r in comparison.rows]
+        body = "".join(f'<p class="fail">{_e(f)}</p>' for f in comparison.failures)
+        body += "".join(f'<p class="muted">{_e(n)}</p>' for n in comparison.notes)
+        body += _table(("metric", comparison.baseline_name, comparison.current_name, "change", "status"), rows)
+        parts.append(_section("comparison", f"Comparison with {comparison.baseline_name}", body))
+
+    part = report.partition
+    if part is not None:
+        body = _img(figures.partition_figure(part), "cluster sizes per layer", "fig-partition")
+        labels = sorted({int(c) for layer in part.get("layers", []) for c in layer.get("cluster_sizes", {})})
+        rows = [[layer.get("name"), layer.get("units")] + [layer.get("cluster_sizes", {}).get(str(c), 0)
+                                                           for c in labels] for layer in part.get("layers", [])]
+        body += _table(["layer", "units"] + ["isolated" if c < 0 else f"c{c}" for c in labels], rows)
+        body += f'<p class="muted">n-cut {_p(part.get("ncut"))}, {part.get("n_isolated", 0)} isolated units</p>'
+        parts.append(_section("partition", f"Partition (k={part.get('k')})", body))
+
+    cl = report.probe("clusterability")
+    if cl is not None:
+        net = (cl.get("network") or {}).get("clusterability", {})
+        body = _img(figures.clusterability_figure(net.get("ncut"), (cl.get("extras") or {}).get("shuffled_ncuts", [])),
+                    "n-cut vs shuffled networks", "fig-clusterability")
+        body += f'<p>n-cut {_p(net.get("ncut"))}, p={_p(net.get("p"))}, z={_p(net.get("z_score"))} ' \
+                f'(k={_e(cl.get("k"))}, {net.get("n", 0)} shuffles)</p>'
+        parts.append(_section("clusterability", "Clusterability", body))
+
+    if lesion is not None and lesion.get("rows"):
+        rows = lesion["rows"]
+        body = _img(figures.scatter_figure(rows), "fraction of layer vs accuracy drop", "fig-importance")
+        body += '<p class="muted">Each point is a sub-cluster; important ones (beat all random controls and ' \
+                'drop &gt; 1 point) are labelled layer-cluster.</p>'
+        parts.append(_section("importance", "Importance (Figure 2)", body))
+        body = _img(figures.profiles_figure(rows), "class-wise drop profiles", "fig-profiles")
+        body += '<p class="muted">Red: the sub-cluster; grey: random same-layer sets of the same size.</p>'
+        parts.append(_section("profiles", "Class-wise drops (Figure 6)", body))
+
+    dl = report.double_lesion
+    if dl and dl.get("matrix"):
+        body = _img(figures.dependency_figure(dl["matrix"]), "double-lesion dependency heatmap", "fig-dependencies")
+        pairs = dl.get("pairs") or []
+        if pairs:
+            body += _table(("X", "Y", "damage X", "damage Y", "damage XY", "case"),
+                           [(p.get("x"), p.get("y"), _p(p.get("damage_x")), _p(p.get("damage_y")),
+                             _p(p.get("damage_xy")), p.get("case")) for p in pairs])
+        parts.append(_section("dependencies", "Dependencies (Figure 9)", body))
+
+    if report.visualizations:
+        body = ""
+        for i, v in enumerate(report.visualizations):
+            png = base64.b64decode(v.get("png") or "")
+            body += f"<h3>{_e(v.get('title', f'grid {i + 1}'))}</h3>" + _img(png, v.get("title", "grid"), f"fig-vis-{i}")
+        parts.append(_section("visualizations", "Visualizations", body))
+
+    rows = []
+    for p in report.probes:
+        for measure, net in sorted((p.get("network") or {}).items()):
+            if isinstance(net, dict):
+                rows.append((f"{p.get('probe')} (k={p.get('k')})", measure,
+                             _p(net.get("fisher_p", net.get("p"))), _p(net.get("chi2_p")),
+                             net.get("n", "-"), net.get("n_excluded", "-")))
+    parts.append(_section("network", "Network-level statistics",
+                          _table(("probe", "measure", "Fisher p", "chi2 p", "n", "excluded"), rows)
+                          if rows else '<p class="muted">no probes</p>'))
+
+    vers = report.versions or {}
+    timings = report.timings or {}
+    body = _table(("library", "version"), [(k, v) for k, v in vers.items() if v is not None])
+    trows = [("total", _p(timings.get("total_seconds")))] + [
+        (k, _p(v)) for k, v in (timings.get("probes") or {}).items()]
+    body += _table(("timing", "seconds"), trows)
+    parts.append(_section("details", "Versions and timings", body))
+
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
+            f"<h1>{_e(title)}</h1><p class=\"muted\">modtest report, schema version {report.schema_version}</p>"
+            + "".join(parts) + "</body></html>\n")
+
+
+def write_html(report: Report, path, comparison=None):
+    """Render and write atomically (nothing is written when rendering fails)."""
+    from pathlib import Path
+
+    from modtest._io import atomic_write_text
+
+    text = render_html(report, comparison)
+    atomic_write_text(path, text)
+    return Path(path)

@@ -25,7 +25,7 @@ import math
 import numbers
 import os
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 
 import numpy as np
 
@@ -257,12 +257,16 @@ class FastEngine(ReferenceEngine):
     keep_bias : bool
     batch_size : int, batch size of the prefix; suffix chunks hold about ``16 * batch_size`` rows
     max_elements : int, bound on the number of float values in one stacked suffix input
+    cache_bytes : int, memory budget (bytes) of the cached per-layer prefix activations (and
+        incremental-path increments): an LRU over layers; a layer whose arrays for all examples do
+        not fit is streamed in blocks of examples sized to the budget and not cached. The budget
+        cannot go below one example's arrays. ``peak_cached_bytes`` records the most held at once.
     """
 
     name = "fast"
 
     def __init__(self, model, x, *, keep_bias: bool = False, batch_size: int = 1024,
-                 max_elements: int = 1 << 24):
+                 max_elements: int = 1 << 24, cache_bytes: int = 1 << 30):
         import keras
 
         super().__init__(model, x, keep_bias=keep_bias, batch_size=batch_size)
@@ -277,9 +281,14 @@ class FastEngine(ReferenceEngine):
         self.clone = clone
         self._graph = graph
         self._splits: dict[str, _Split | None | bool] = {}
-        self._cache: dict[str, list[np.ndarray]] = {}
+        self.cache_bytes = int(cache_bytes)
+        self._lru: OrderedDict = OrderedDict()  # ("layer", name) -> ((prefix arrays, increments), bytes)
+        self._lru_bytes = 0
+        #: instrumentation: most bytes held at once in cached plus per-block prefix/increment arrays,
+        #: and most float values in one stacked suffix input
+        self.peak_cached_bytes = 0
+        self.peak_stacked_elements = 0
         self._inc: dict = {}
-        self._inc_cache: dict = {}
         self._lg = None
         self.incremental = True
 
@@ -380,18 +389,21 @@ class FastEngine(ReferenceEngine):
         per_variant = z_base.size
         chunk = max(1, min(max(1, (16 * self.batch_size) // max(n, 1)), self.max_elements // max(per_variant, 1)))
         out = np.empty((len(unit_sets), n), dtype=np.int64)
+        pad_to = chunk if len(unit_sets) > chunk else None  # one input shape: one compiled suffix
         for lo in range(0, len(unit_sets), chunk):
             sets = unit_sets[lo:lo + chunk]
             v = len(sets)
-            mask = np.zeros((v, width), dtype=np.float32)
+            vp = max(v, pad_to or 0)
+            mask = np.zeros((vp, width), dtype=np.float32)  # padding rows: intact variants, dropped
             for i, units in enumerate(sets):
                 mask[i, np.asarray(units, dtype=np.int64)] = 1.0
-            z = (mask @ dz).reshape((v,) + z_base.shape) + z_base[None]
+            z = (mask @ dz).reshape((vp,) + z_base.shape) + z_base[None]
             if bias2 is not None:
                 z = z + bias2
-            zt = keras.ops.convert_to_tensor(z.reshape((v * n,) + z_base.shape[1:]))
+            self.peak_stacked_elements = max(self.peak_stacked_elements, int(z.size))
+            zt = keras.ops.convert_to_tensor(z.reshape((vp * n,) + z_base.shape[1:]))
             a2 = zt if act2 is None else act2(zt)
-            probs = np.asarray(split2.suffix.predict_on_batch(a2))
+            probs = np.asarray(split2.suffix.predict_on_batch(a2))[:v * n]
             lab = probs.argmax(axis=-1)
             top2 = np.partition(probs, -2, axis=-1)[:, -2:] if probs.shape[-1] > 1 else None
             if top2 is not None:  # rows near a tie: redo them exactly, through the plain suffix
@@ -419,9 +431,67 @@ class FastEngine(ReferenceEngine):
             return b
         return np.asarray(keras.ops.convert_to_numpy(act(keras.ops.convert_to_tensor(b[None]))))[0]
 
-    def _prefix_outputs(self, layer: str, split: _Split) -> list[np.ndarray]:
-        out = split.prefix.predict(self.x, batch_size=self.batch_size, verbose=0)
-        return [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
+    # -- memory: an LRU of per-layer arrays under a byte budget, and instrumentation -------------
+    def _lru_get(self, key):
+        hit = self._lru.get(key)
+        if hit is None:
+            return None
+        self._lru.move_to_end(key)
+        return hit[0]
+
+    def _make_room(self, nbytes: int) -> None:
+        """Evict least recently used entries until ``nbytes`` more fit in ``cache_bytes``."""
+        while self._lru and self._lru_bytes + nbytes > self.cache_bytes:
+            _, (_, b) = self._lru.popitem(last=False)
+            self._lru_bytes -= b
+
+    def _lru_put(self, key, value, nbytes: int) -> None:
+        self._make_room(nbytes)
+        self._lru[key] = (value, nbytes)
+        self._lru_bytes += nbytes
+        self._note()
+
+    def _note(self, working: int = 0) -> None:
+        """Record the bytes now held in cached and per-block arrays (``peak_cached_bytes``)."""
+        self.peak_cached_bytes = max(self.peak_cached_bytes, self._lru_bytes + working)
+
+    def clear_cache(self) -> None:
+        """Drop every cached prefix activation and increment."""
+        self._lru.clear()
+        self._lru_bytes = 0
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._lru_bytes
+
+    def _prefix_outputs(self, layer: str, split: _Split, xs=None) -> list[np.ndarray]:
+        """Prefix outputs of ``xs`` (default all inputs), written batch by batch into arrays
+        allocated once (no list of batch outputs concatenated at the end)."""
+        xs = self.x if xs is None else xs
+        n = len(xs)
+        outs = None
+        for lo in range(0, n, self.batch_size):
+            xb = xs[lo:lo + self.batch_size]
+            e = len(xb)
+            if n > self.batch_size and e < self.batch_size:  # pad the last batch: one input shape
+                xb = _pad_rows(xb, self.batch_size)
+            o = split.prefix.predict_on_batch(xb)
+            o = [np.asarray(t)[:e] for t in (o if isinstance(o, (list, tuple)) else [o])]
+            if outs is None:
+                outs = [np.empty((n,) + t.shape[1:], dtype=t.dtype) for t in o]
+            for dst, t in zip(outs, o):
+                dst[lo:lo + len(t)] = t
+        return outs
+
+    def _per_example_bytes(self, split: _Split, inc) -> int:
+        """Bytes per example of the prefix outputs (and of the increments on the incremental path)."""
+        total = 0
+        for t in split.prefix.outputs:
+            total += int(np.prod(t.shape[1:])) * np.dtype(str(getattr(t, "dtype", "float32"))).itemsize
+        if inc is not None:  # dz (width, n * prod(out2)) and z_base (n, *out2), float32
+            width = int(split.prefix.outputs[0].shape[-1])
+            total += (width + 1) * int(np.prod(inc[1].output.shape[1:])) * 4
+        return total
 
     def labels(self, layer: str, unit_sets, fixed=(), on_progress=None) -> np.ndarray:
         split = self._split(layer)
@@ -436,70 +506,116 @@ class FastEngine(ReferenceEngine):
             return np.broadcast_to(lab, (len(unit_sets), n)).copy()
         if any(f[0] == layer for f in fixed):
             return self._ref.labels(layer, unit_sets, fixed, on_progress)
+        out = np.empty((len(unit_sets), n), dtype=np.int64)
         with _lesioned_many(self.clone, fixed, self.keep_bias):
-            if fixed:
-                cached = self._prefix_outputs(layer, split)
-            else:
-                if layer not in self._cache:
-                    self._cache[layer] = self._prefix_outputs(layer, split)
-                cached = self._cache[layer]
             const = self._constant(layer)
-            a, sides = cached[0], cached[1:]
-            width = a.shape[-1]
+            width = int(split.prefix.outputs[0].shape[-1])
             inc = self._incremental(layer) if self.incremental else None
-            if inc is not None and (width * int(np.prod(inc[1].output.shape[1:])) * len(a)
-                                    <= 4 * self.max_elements):
-                if fixed:
-                    data = self._increments(layer, a, const, inc)
-                else:
-                    if layer not in self._inc_cache:
-                        self._inc_cache[layer] = self._increments(layer, a, const, inc)
-                    data = self._inc_cache[layer]
+            if inc is not None and width * int(np.prod(inc[1].output.shape[1:])) * n > 4 * self.max_elements:
+                inc = None
+            per_ex = self._per_example_bytes(split, inc)
+            if not fixed and per_ex * n <= self.cache_bytes:  # the whole layer fits: cache it
+                key = ("layer", layer)
+                data = self._lru_get(key)
+                if data is None:
+                    self._make_room(per_ex * n)
+                    cached = self._prefix_outputs(layer, split)
+                    incd = self._increments(layer, cached[0], const, inc) if inc is not None else None
+                    data = (cached, incd)
+                    self._lru_put(key, data, sum(a.nbytes for a in cached) +
+                                  (0 if incd is None else incd[0].nbytes + incd[1].nbytes))
+                cached, incd = data
+                out[:] = self._labels_block(layer, split, unit_sets, cached, const, inc, incd, on_progress)
+                return out
+            # too big for the budget (or lesioned prefix): stream blocks of examples, nothing cached
+            block = int(min(n, max(1, self.cache_bytes // max(per_ex, 1))))
+            self._make_room(block * per_ex)
+            for lo in range(0, n, block):
+                cached = self._prefix_outputs(layer, split, self.x[lo:lo + block])
+                incd = self._increments(layer, cached[0], const, inc) if inc is not None else None
+                self._note(sum(a.nbytes for a in cached) +
+                           (0 if incd is None else incd[0].nbytes + incd[1].nbytes))
+                last = lo + block >= n
+                out[:, lo:lo + block] = self._labels_block(layer, split, unit_sets, cached, const, inc, incd,
+                                                           on_progress if last else None)
+                del cached, incd
+        return out
 
-                def exact_rows(sets, vi, ei):
-                    m = np.zeros((len(vi), width), dtype=bool)
-                    for r, v in enumerate(vi):
-                        m[r, np.asarray(sets[v], dtype=np.int64)] = True
-                    m = m.reshape((-1,) + (1,) * (a.ndim - 2) + (width,))
-                    rows_in = np.where(m, const, a[ei]).astype(a.dtype, copy=False)
-                    return np.asarray(split.suffix([rows_in], training=False)).argmax(axis=-1)
+    def _labels_block(self, layer, split, unit_sets, cached, const, inc, incd, on_progress) -> np.ndarray:
+        """Labels (V, e) of every variant over one block of e examples with prefix outputs ``cached``."""
+        a, sides = cached[0], cached[1:]
+        width = a.shape[-1]
+        if inc is not None:
+            def exact_rows(sets, vi, ei):
+                m = np.zeros((len(vi), width), dtype=bool)
+                for r, v in enumerate(vi):
+                    m[r, np.asarray(sets[v], dtype=np.int64)] = True
+                m = m.reshape((-1,) + (1,) * (a.ndim - 2) + (width,))
+                rows_in = np.where(m, const, a[ei]).astype(a.dtype, copy=False)
+                return np.asarray(split.suffix([rows_in], training=False)).argmax(axis=-1)
 
-                return self._labels_incremental(layer, unit_sets, a, const, inc, data, on_progress,
-                                                exact_rows)
-            per_example = sum(int(np.prod(c.shape[1:])) for c in cached)
-            rows_cap = max(1, min(16 * self.batch_size, self.max_elements // max(per_example, 1)))
-            if n <= rows_cap:  # whole data per variant, several variants per call
-                block, chunk = n, max(1, rows_cap // max(n, 1))
-            else:  # big data: one variant per call, over blocks of examples
-                block, chunk = rows_cap, 1
-            out = np.empty((len(unit_sets), n), dtype=np.int64)
-            mask_shape = (-1,) + (1,) * (a.ndim - 1) + (width,)
-            for lo in range(0, len(unit_sets), chunk):
-                sets = unit_sets[lo:lo + chunk]
-                v = len(sets)
-                mask = np.zeros((v, width), dtype=bool)
-                for i, units in enumerate(sets):
-                    mask[i, np.asarray(units, dtype=np.int64)] = True
-                mask = mask.reshape(mask_shape)
-                for elo in range(0, n, block):
-                    ab = a[elo:elo + block]
-                    e = len(ab)
-                    stacked = np.where(mask, const, ab[None]).astype(a.dtype, copy=False)
-                    inputs = [stacked.reshape((v * e,) + a.shape[1:])]
-                    for sd in sides:
-                        sb = sd[elo:elo + block]
-                        inputs.append(np.broadcast_to(sb[None], (v,) + sb.shape).reshape((v * e,) + sb.shape[1:]))
-                    probs = split.suffix.predict_on_batch(inputs[0] if len(inputs) == 1 else inputs)
-                    out[lo:lo + v, elo:elo + e] = np.asarray(probs).argmax(axis=-1).reshape(v, e)
-                if on_progress is not None:
-                    on_progress(v)
+            return self._labels_incremental(layer, unit_sets, a, const, inc, incd, on_progress, exact_rows)
+        n = len(a)
+        per_example = sum(int(np.prod(c.shape[1:])) for c in cached)
+        rows_cap = max(1, min(16 * self.batch_size, self.max_elements // max(per_example, 1)))
+        if n <= rows_cap:  # whole block per variant, several variants per call
+            block, chunk = n, max(1, rows_cap // max(n, 1))
+        else:  # big data: one variant per call, over sub-blocks of examples
+            block, chunk = rows_cap, 1
+        out = np.empty((len(unit_sets), n), dtype=np.int64)
+        mask_shape = (-1,) + (1,) * (a.ndim - 1) + (width,)
+        # every suffix call of this layer gets the same input shape (padding rows/variants are
+        # dropped), so the suffix is traced/compiled once per layer, not once per leftover size
+        pad_v = chunk if len(unit_sets) > chunk else None
+        pad_e = block if n > block else None
+        for lo in range(0, len(unit_sets), chunk):
+            sets = unit_sets[lo:lo + chunk]
+            v = len(sets)
+            vp = max(v, pad_v or 0)
+            mask = np.zeros((vp, width), dtype=bool)
+            for i, units in enumerate(sets):
+                mask[i, np.asarray(units, dtype=np.int64)] = True
+            mask = mask.reshape(mask_shape)
+            for elo in range(0, n, block):
+                ab = a[elo:elo + block]
+                e = len(ab)
+                ep = max(e, pad_e or 0)
+                ab = _pad_rows(ab, ep)
+                stacked = np.where(mask, const, ab[None]).astype(a.dtype, copy=False)
+                inputs = [stacked.reshape((vp * ep,) + a.shape[1:])]
+                for sd in sides:
+                    sb = _pad_rows(sd[elo:elo + block], ep)
+                    inputs.append(np.broadcast_to(sb[None], (vp,) + sb.shape).reshape((vp * ep,) + sb.shape[1:]))
+                self.peak_stacked_elements = max(self.peak_stacked_elements, sum(i.size for i in inputs))
+                probs = split.suffix.predict_on_batch(inputs[0] if len(inputs) == 1 else inputs)
+                lab = np.asarray(probs).argmax(axis=-1).reshape(vp, ep)
+                out[lo:lo + v, elo:elo + e] = lab[:v, :e]
+            if on_progress is not None:
+                on_progress(v)
         return out
 
 
-def make_engine(engine: str, model, x, *, keep_bias: bool = False, batch_size: int = 1024):
-    """The engine called ``engine`` ("fast" or "reference") over ``model`` and inputs ``x`` (N, ...)."""
+def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
+    """``a`` with its last row repeated up to ``rows`` rows (unchanged when it has that many)."""
+    if len(a) >= rows:
+        return a
+    return np.concatenate([a, np.repeat(a[-1:], rows - len(a), axis=0)])
+
+
+def make_engine(engine: str, model, x, *, keep_bias: bool = False, batch_size: int = 1024,
+                max_elements: int | None = None, cache_bytes: int | None = None):
+    """The engine called ``engine`` ("fast" or "reference") over ``model`` and inputs ``x`` (N, ...).
+
+    ``max_elements`` and ``cache_bytes`` (memory bounds of the fast engine, see :class:`FastEngine`)
+    default to the engine's defaults; the reference engine needs neither.
+    """
     if engine == "fast":
-        return FastEngine(model, x, keep_bias=keep_bias, batch_size=batch_size)
+        kw = {}
+        if max_elements is not None:
+            kw["max_elements"] = max_elements
+        if cache_bytes is not None:
+            kw["cache_bytes"] = cache_bytes
+        return FastEngine(model, x, keep_bias=keep_bias, batch_size=batch_size, **kw)
     if engine == "reference":
         return ReferenceEngine(model, x, keep_bias=keep_bias, batch_size=batch_size)
     raise InvalidInput(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -597,7 +713,8 @@ def _subclusters_of(partition) -> list:
 def lesion_study(model, partition, x, y, *, n_random: int = 20, seed: int = 0, min_size: int = 1,
                  max_fraction: float = 0.9, metric: str = "accuracy", ties: str = "inclusive",
                  keep_bias: bool = False, engine: str = "fast", batch_size: int = 1024,
-                 progress=None):
+                 progress=None, workshare=None, max_elements: int | None = None,
+                 cache_bytes: int | None = None):
     """Lesion every testable sub-cluster and ``n_random`` random same-layer same-size unit sets.
 
     Importance: the accuracy drop of the true sub-cluster against its random controls (right-sided
@@ -622,6 +739,12 @@ def lesion_study(model, partition, x, y, *, n_random: int = 20, seed: int = 0, m
     engine : "fast" or "reference" (same labels; the reference is the plain definition)
     batch_size : int
     progress : None/True (progress bar on a TTY stderr after ~2 s) or False
+    workshare : None, a folder path or a :class:`modtest.workshare.WorkShare`. With one, the work is
+        split into units (one sub-cluster with its random controls) that every process running the
+        same study with the same folder shares out: each claims, computes and publishes units no
+        one else has, then waits for the rest; the result is the same as without it.
+    max_elements, cache_bytes : memory bounds of the fast engine (see :class:`FastEngine`); they
+        change how the data is chunked, not the result
 
     Returns
     -------
@@ -657,7 +780,14 @@ def lesion_study(model, partition, x, y, *, n_random: int = 20, seed: int = 0, m
                                     f"min_size={min_size}, max_fraction={max_fraction}")
     mh = model_hash(model)
     n_classes = output_size(model)
-    eng = make_engine(engine, model, x, keep_bias=keep_bias, batch_size=batch_size)
+    from modtest.workshare import as_workshare
+
+    share = as_workshare(workshare)
+    for name, v in (("max_elements", max_elements), ("cache_bytes", cache_bytes)):
+        if v is not None:
+            _check_pos_int(name, v)
+    eng = make_engine(engine, model, x, keep_bias=keep_bias, batch_size=batch_size,
+                      max_elements=max_elements, cache_bytes=cache_bytes)
     t0 = time.perf_counter()
     base_labels = eng.base_labels()
     base_score, base_recall = scores(base_labels, y, n_classes, metric)
@@ -668,7 +798,10 @@ def lesion_study(model, partition, x, y, *, n_random: int = 20, seed: int = 0, m
         by_layer[s.layer].append(s)
     results = {}
     with Progress(len(testable) * (n_random + 1), "lesion", enabled=progress) as bar:
-        for layer in [n for n in layers if n in by_layer]:
+        if share is not None:
+            results = _shared_units(share, eng, [s for n in layers for s in by_layer.get(n, [])], y,
+                                    n_classes, metric, mh, n_random, seed, keep_bias, engine, x, bar)
+        for layer in ([] if share is not None else [n for n in layers if n in by_layer]):
             sets, owners = [], []
             for s in by_layer[layer]:
                 rand = random_unit_sets(s.layer_size, s.size, n_random, mh, "lesion", layer, s.cluster, seed)
@@ -745,6 +878,41 @@ def lesion_study(model, partition, x, y, *, n_random: int = 20, seed: int = 0, m
         "seconds": seconds,
     }
     return ProbeResult(probe="lesion", rows=rows, network=network, settings=settings, extras=extras)
+
+
+def _shared_units(share, eng, subs, y, n_classes, metric, mh, n_random, seed, keep_bias, engine, x,
+                  bar) -> dict:
+    """The scores of every sub-cluster and its controls, units shared out through ``share``.
+
+    A unit's result is ``{"score": (n_random+1,), "recall": (n_random+1, n_classes)}`` (JSON floats,
+    exact round trip); its key covers everything the numbers depend on.
+    """
+    from modtest._random import random_unit_sets
+    from modtest.cache import data_hash
+    from modtest.workshare import unit_key
+
+    dh = data_hash(x, y)
+    items, rands = [], {}
+    for s in subs:
+        rand = random_unit_sets(s.layer_size, s.size, n_random, mh, "lesion", s.layer, s.cluster, seed)
+        rands[(s.layer, s.cluster)] = rand
+        key = unit_key("lesion-unit", mh, dh, metric, bool(keep_bias), engine, n_random, seed, s.layer,
+                       s.cluster, s.layer_size, [int(u) for u in s.units], n_classes)
+        items.append((key, (s, rand)))
+
+    def compute(item):
+        s, rand = item
+        lab = eng.labels(s.layer, [np.asarray(s.units, dtype=np.int64)] + list(rand))
+        sc, rec = scores(lab, y, n_classes, metric)
+        return {"score": sc.tolist(), "recall": rec.tolist()}
+
+    got = share.run(items, compute, on_unit=lambda k, v, how: bar.update(n_random + 1))
+    results = {}
+    for key, (s, rand) in items:
+        v = got[key]
+        results[(s.layer, s.cluster)] = (np.asarray(v["score"], dtype=np.float64),
+                                         np.asarray(v["recall"], dtype=np.float64), rand)
+    return results
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,307 @@
+"""Cooperative computation of one probe by several processes, through a shared folder.
+
+A probe's work is split into *units* (for the lesion probe: one sub-cluster with its random
+controls). Every process that runs the same probe with the same :class:`WorkShare` folder walks the
+units in order and, for each one:
+
+* finds a published result -> takes it;
+* else tries to *claim* it: a non-blocking per-unit file lock (``filelock.FileLock``, ``flock`` on
+  POSIX: the kernel drops the lock when its process dies, so a crashed claimer never blocks anyone);
+* claimed -> computes it and *publishes* it: an atomic JSON file (temporary file + ``os.replace``),
+  so a reader sees either no file or a complete one, never a partial unit;
+* held by a live process -> moves on to the next unit.
+
+At the end it waits for the units other processes hold (a blocking acquire of their locks), reads
+what they published, and computes itself any unit whose claimer died before publishing. Every
+process ends with all unit results, so each builds the same final result.
+
+Unit files are named by a sha256 of everything the unit result depends on, so stale or foreign
+units are never reused; an unreadable unit file is treated as missing and recomputed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from modtest.errors import CacheError, InvalidInput
+
+__all__ = ["WorkShare", "unit_key", "as_workshare", "prefetch_lesion", "WorkShareStats"]
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def unit_key(*parts) -> str:
+    """The hex sha256 naming one unit: a pure function of ``parts`` (JSON-able values) and the version."""
+    from modtest import __version__
+    from modtest.results import _jsonable
+
+    payload = json.dumps([_jsonable(list(parts)), __version__], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class WorkShareStats:
+    """What this process did in its :meth:`WorkShare.run` calls."""
+
+    computed: int = 0        # units this process computed
+    found: int = 0           # units already published when first looked at
+    waited: int = 0          # units held by another process, read after it published
+    recovered: int = 0       # units whose claimer died before publishing, computed here
+    computed_keys: list = field(default_factory=list)
+
+
+class WorkShare:
+    """A shared folder of unit results and unit locks.
+
+    Parameters
+    ----------
+    root : path, the folder (created on first use); processes cooperate when they use the same one
+    wait_timeout : seconds to wait for one unit held by another process before giving up
+    """
+
+    def __init__(self, root, *, wait_timeout: float = 3600.0):
+        self.root = Path(root)
+        self.wait_timeout = float(wait_timeout)
+        self.stats = WorkShareStats()
+
+    def __repr__(self) -> str:
+        return f"WorkShare({str(self.root)!r})"
+
+    # -- paths -----------------------------------------------------------------------------------
+    def _check(self, key: str) -> str:
+        if not isinstance(key, str) or not _HEX64.fullmatch(key):
+            raise CacheError(f"unit key must be 64 lowercase hex digits, got {key!r}")
+        return key
+
+    def path(self, key: str) -> Path:
+        key = self._check(key)
+        return self.root / key[:2] / f"{key}.unit.json"
+
+    def lock_path(self, key: str) -> Path:
+        key = self._check(key)
+        return self.root / key[:2] / f"{key}.unit.lock"
+
+    def _lock(self, key: str):
+        import filelock
+
+        p = self.lock_path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        # a fresh object per claim (no singleton): two claims of one process also exclude each other
+        return filelock.FileLock(str(p), timeout=-1)
+
+    # -- unit results ----------------------------------------------------------------------------
+    def get(self, key: str):
+        """The published result of ``key`` (a JSON value), or None when absent or unreadable."""
+        try:
+            raw = self.path(key).read_bytes()
+        except OSError:
+            return None
+        try:
+            d = json.loads(raw.decode("utf-8"))
+        except ValueError:
+            return None
+        if not isinstance(d, dict) or d.get("key") != key or "value" not in d:
+            return None
+        return d["value"]
+
+    def put(self, key: str, value) -> Path:
+        """Publish ``value`` atomically (temporary file in the same folder + ``os.replace``)."""
+        from modtest._io import atomic_write_text
+
+        path = self.path(key)
+        atomic_write_text(path, json.dumps({"key": key, "pid": os.getpid(), "value": value},
+                                           allow_nan=True))
+        return path
+
+    def try_claim(self, key: str):
+        """The acquired lock of ``key``, or None when another live process holds it (non-blocking)."""
+        import filelock
+
+        lock = self._lock(key)
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            return None
+        return lock
+
+    def wait_claim(self, key: str):
+        """Block until ``key``'s lock is free (its holder published or died), then hold it."""
+        import filelock
+
+        lock = self._lock(key)
+        try:
+            lock.acquire(timeout=self.wait_timeout)
+        except filelock.Timeout:
+            raise CacheError(f"waited {self.wait_timeout:.0f}s for unit {key[:12]} held by another "
+                             f"process; remove {self.lock_path(key)} if no modtest process is running") \
+                from None
+        return lock
+
+    # -- the protocol ----------------------------------------------------------------------------
+    def run(self, units: Iterable[tuple[str, object]], compute: Callable[[object], object],
+            on_unit: Callable[[str, object, str], None] | None = None) -> dict:
+        """All unit results, computing here the units no other process has or holds.
+
+        Parameters
+        ----------
+        units : iterable of (key, item); ``compute(item)`` returns the unit's JSON-able result
+        compute : callable(item) -> JSON value
+        on_unit : optional callable(key, value, how) with how in "computed", "found", "waited",
+            "recovered", called as each unit result becomes available here
+
+        Returns
+        -------
+        dict key -> value, for every unit
+        """
+        units = list(units)
+        keys = [k for k, _ in units]
+        if len(set(keys)) != len(keys):
+            raise InvalidInput("unit keys must be distinct")
+        out, pending = {}, []
+
+        def done(key, value, how):
+            out[key] = value
+            setattr(self.stats, how, getattr(self.stats, how) + 1)
+            if how in ("computed", "recovered"):
+                self.stats.computed_keys.append(key)
+            if on_unit is not None:
+                on_unit(key, value, how)
+
+        def compute_publish(key, item, how):
+            value = compute(item)
+            value = json.loads(json.dumps(value, allow_nan=True))  # what a reader would get
+            try:
+                self.put(key, value)
+            except OSError as exc:  # a full/read-only disk: keep going, others will recompute
+                import warnings
+
+                warnings.warn(f"modtest: cannot publish unit {self.path(key)}: {exc}", stacklevel=3)
+            done(key, value, how)
+
+        for key, item in units:
+            value = self.get(key)
+            if value is not None:
+                done(key, value, "found")
+                continue
+            lock = self.try_claim(key)
+            if lock is None:  # a live process is computing it: move on
+                pending.append((key, item))
+                continue
+            try:
+                value = self.get(key)  # published between our look and our claim
+                if value is not None:
+                    done(key, value, "found")
+                else:
+                    compute_publish(key, item, "computed")
+            finally:
+                lock.release()
+        # the units other processes held: take the free ones first, then wait for the rest
+        while pending:
+            rest = []
+            for key, item in pending:
+                value = self.get(key)
+                if value is not None:
+                    done(key, value, "waited")
+                    continue
+                lock = self.try_claim(key)
+                if lock is None:
+                    rest.append((key, item))
+                    continue
+                try:
+                    value = self.get(key)
+                    if value is not None:
+                        done(key, value, "waited")
+                    else:  # its claimer died before publishing
+                        compute_publish(key, item, "recovered")
+                finally:
+                    lock.release()
+            if rest and len(rest) == len(pending):  # nothing moved: block on the first one
+                key, item = rest[0]
+                lock = self.wait_claim(key)
+                try:
+                    value = self.get(key)
+                    if value is not None:
+                        done(key, value, "waited")
+                    else:
+                        compute_publish(key, item, "recovered")
+                finally:
+                    lock.release()
+                rest = rest[1:]
+            pending = rest
+            if pending:
+                time.sleep(0.01)
+        return out
+
+    def clear(self) -> int:
+        """Remove every unit and lock file; returns the number of units removed."""
+        n = 0
+        if not self.root.is_dir():
+            return 0
+        for sub in self.root.iterdir():
+            if sub.is_dir() and re.fullmatch(r"[0-9a-f]{2}", sub.name):
+                for f in sub.iterdir():
+                    if f.name.endswith(".unit.json"):
+                        n += 1
+                    try:
+                        f.unlink()
+                    except OSError:
+                        pass
+        return n
+
+
+def as_workshare(workshare) -> WorkShare | None:
+    """None, a :class:`WorkShare`, or a folder path -> a WorkShare (or None)."""
+    if workshare is None or isinstance(workshare, WorkShare):
+        return workshare
+    if isinstance(workshare, (str, os.PathLike)):
+        return WorkShare(workshare)
+    raise InvalidInput(f"workshare must be None, a folder path or a WorkShare, got "
+                       f"{type(workshare).__name__}")
+
+
+def prefetch_lesion(store, model, x, y, k: int, seed: int, settings: dict | None = None,
+                    workshare=None):
+    """Compute the lesion probe cooperatively and put it in ``store`` (memory and disk cache).
+
+    Gives the same result and cache key as ``store.run("lesion", model, x, y, k, seed, settings)``
+    (what :func:`modtest.assertions.assert_importance` asks for), but the sub-clusters are shared
+    out between every process calling this with the same ``workshare`` folder (default
+    ``<cache root>/workshare``) instead of one process computing under the cache entry's lock while
+    the others wait. Returns the :class:`modtest.probes.ProbeRun`.
+    """
+    from modtest.lesion import lesion_study
+    from modtest.probes import ProbeRun, get_partition
+
+    settings = dict(settings or {})
+    key = store.key("lesion", model, x, y, k, seed, settings)
+    if key in store.memory:
+        return store.memory[key]
+    cache = getattr(store, "cache", None)
+    if cache is not None:
+        found = cache.get(key)
+        if found is not None:
+            run = ProbeRun(found, 0.0, "disk", key)
+            store.memory[key] = run
+            return run
+    if workshare is None:
+        if cache is None:
+            raise InvalidInput("prefetch_lesion needs a workshare folder or a store with a disk cache")
+        workshare = Path(cache.root) / "workshare"
+    t0 = time.perf_counter()
+    result = lesion_study(model, get_partition(model, int(k), int(seed)), x, y, seed=int(seed),
+                          workshare=workshare, **settings)
+    if isinstance(result.extras, dict):
+        result.extras.setdefault("seconds", time.perf_counter() - t0)
+    fresh = True
+    if cache is not None:  # the first process to get here writes; the others read the same thing
+        result, fresh = cache.get_or_compute(key, lambda: result)
+    store.computed["lesion"] = store.computed.get("lesion", 0) + int(fresh)
+    run = ProbeRun(result, time.perf_counter() - t0, "computed" if fresh else "disk", key)
+    store.memory[key] = run
+    return run

@@ -39,7 +39,12 @@ _OPTIONS = (
     ("--modtest-storage", "modtest_storage", "path", None, "baseline folder (default .modtest/baselines)"),
     ("--modtest-compare-fail", "modtest_compare_fail", "str", None,
      "comma-separated regression rules for --modtest-compare, e.g. p:10x,important:-2"),
+    ("--modtest-prefetch", "modtest_prefetch", "str", None,
+     "comma-separated measures (e.g. importance,output_coherence) whose probe every process (each "
+     "xdist worker) joins at session start, sharing its work units through <cache>/workshare"),
 )
+#: probes that --modtest-prefetch can compute cooperatively (split into work units)
+_PREFETCHABLE = ("lesion",)
 _COMPARE_HELP = ("compare the audit with baseline NAME (no NAME, or the ini value 'latest': the most "
                  "recent); fail the session when a claim that held no longer holds or a "
                  "--modtest-compare-fail rule breaks. Write --modtest-compare=NAME")
@@ -77,6 +82,7 @@ class ModtestState:
     json_path: Path | None
     backend: str | None
     worker: str | None
+    prefetch: tuple = ()
     html_path: Path | None = None
     save_name: str | None = None
     storage_dir: Path | None = None
@@ -179,6 +185,22 @@ def _parse_state(config) -> ModtestState:
         if backend not in BACKENDS:
             raise pytest.UsageError(f"--modtest-backend: unknown backend {backend!r}; choose one of "
                                     f"{', '.join(BACKENDS)}")
+    prefetch = []
+    if vals["modtest_prefetch"][0]:
+        from modtest.probes import MEASURES
+
+        for name in (p.strip() for p in str(vals["modtest_prefetch"][0]).split(",")):
+            if not name:
+                continue
+            if name not in MEASURES:
+                raise pytest.UsageError(f"--modtest-prefetch: unknown measure {name!r}; choose from "
+                                        f"{', '.join(sorted(MEASURES))}")
+            probe = MEASURES[name].probe
+            if probe not in _PREFETCHABLE:
+                raise pytest.UsageError(f"--modtest-prefetch: measure {name!r} (probe {probe!r}) cannot "
+                                        f"be shared out yet; supported probes: {', '.join(_PREFETCHABLE)}")
+            if probe not in prefetch:
+                prefetch.append(probe)
     cache = vals["modtest_cache"][0] or (config.rootpath / ".modtest" / "cache")
     storage = vals["modtest_storage"][0] or (config.rootpath / ".modtest" / "baselines")
     compare, _e, _c = _raw_option(config, "modtest_compare", "str")
@@ -205,7 +227,7 @@ def _parse_state(config) -> ModtestState:
         k=num("modtest_k", int, minimum=2), alpha=num("modtest_alpha", float, lo=0.0, hi=1.0),
         seed=num("modtest_seed", int, minimum=0), correction=correction, cache_dir=Path(cache),
         trust=bool(vals["modtest_trust_model"][0]), json_path=vals["modtest_json"][0],
-        backend=backend, worker=os.environ.get("PYTEST_XDIST_WORKER"),
+        backend=backend, worker=os.environ.get("PYTEST_XDIST_WORKER"), prefetch=tuple(prefetch),
         html_path=vals["modtest_html"][0], save_name=save, storage_dir=Path(storage),
         compare_name=None if compare is None else (str(compare).strip() or "latest"),
         compare_fail=compare_fail, compare_rules=rules,
@@ -453,6 +475,31 @@ def pytest_sessionstart(session):
             state.data_for(model)
     except ModtestError as exc:
         raise pytest.UsageError(f"modtest: {exc}") from None
+
+
+def pytest_collection_finish(session):
+    """--modtest-prefetch: every process (each xdist worker, or the single process) joins the
+    computation of the session's shared probes before its first test, so ``pytest -n N`` on one big
+    audit keeps all N workers busy; the assertions then find the result in the cache. Runs at the
+    session's default k and seed with the settings an assertion would use (the same cache key)."""
+    state = session.config.stash.get(_KEY, None)
+    if state is None or not state.prefetch or not session.items or session.config.option.collectonly:
+        return
+    import warnings
+
+    from modtest.errors import ModtestError
+    from modtest.workshare import prefetch_lesion
+
+    try:
+        model = state.get_model()
+        x, y = state.data_for(model)
+        for probe in state.prefetch:
+            if probe == "lesion":
+                prefetch_lesion(state.store, model, x, y, state.k, state.seed,
+                                state.collector.defaults.settings.get("lesion", {}),
+                                workshare=state.cache_dir / "workshare")
+    except ModtestError as exc:  # the tests report it themselves; do not crash the worker
+        warnings.warn(f"modtest: --modtest-prefetch skipped: {exc}", stacklevel=1)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -355,3 +355,40 @@ def test_backend_set_before_conftest_import(pytester):
             assert conftest.SEEN == "torch"
     """)
     run(pytester, "--modtest-backend", "torch").assert_outcomes(passed=1)
+
+
+# --------------------------------------------------------------------------- --modtest-prefetch
+
+@pytest.mark.parametrize("value, match", [
+    ("nonsense", "--modtest-prefetch: unknown measure 'nonsense'"),
+    ("clusterability", "cannot be shared out yet"),
+])
+def test_prefetch_bad_values_are_usage_errors(pytester, keep_env, value, match):
+    pytester.makepyfile("def test_never():\n    raise SystemExit('must not run')\n")
+    one_line_usage_error(run_inline(pytester, "--modtest-prefetch", value), match)
+
+
+def test_prefetch_workers_share_lesion_units(pytester, tmp_path):
+    """Two xdist workers join the lesion probe at session start: every work unit is published once
+    into <cache>/workshare, and the assertions then read the finished probe from the cache."""
+    import shutil
+
+    from modtest._examples import EXAMPLE_DATA, EXAMPLE_MODEL
+
+    shutil.copy(EXAMPLE_MODEL, pytester.path / "m.keras")
+    shutil.copy(EXAMPLE_DATA, pytester.path / "d.npz")
+    pytester.makepyfile("""
+        from modtest import assert_importance
+
+        def test_importance(model, eval_data):
+            assert_importance(model, k=12, data=eval_data)
+
+        def test_other():
+            pass
+    """)
+    cache = pytester.path / "cache"
+    res = run(pytester, "-n", "2", "--model", "m.keras", "--data", "d.npz", "--modtest-cache", str(cache),
+              "--modtest-prefetch", "importance,output_coherence")
+    res.assert_outcomes(passed=2)
+    units = list((cache / "workshare").rglob("*.json"))
+    assert len(units) == 36  # one per testable sub-cluster of the shipped MLP at k=12

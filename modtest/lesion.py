@@ -30,6 +30,7 @@ from collections import OrderedDict, defaultdict
 import numpy as np
 
 from modtest.errors import InvalidInput, NoTestableSubclusters, UnsupportedModelError
+from modtest.results import subclusters_of, within_size_limits
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -691,21 +692,6 @@ def _check_choice(name: str, v, choices) -> str:
     return v
 
 
-def _subclusters_of(partition) -> list:
-    subs = getattr(partition, "subclusters", partition)
-    try:
-        subs = list(subs)
-    except TypeError:
-        raise InvalidInput(f"partition must be a Partition or a list of SubCluster, "
-                           f"got {type(partition).__name__}") from None
-    from modtest.results import SubCluster
-
-    for s in subs:
-        if not isinstance(s, SubCluster):
-            raise InvalidInput(f"partition must hold SubCluster objects, got {type(s).__name__}")
-    return subs
-
-
 # --------------------------------------------------------------------------------------------
 # Single lesions
 # --------------------------------------------------------------------------------------------
@@ -771,10 +757,9 @@ def lesion_study(model, partition, x, y, *, n_random: int = 20, seed: int = 0, m
         raise InvalidInput(f"progress must be None, True or False, got {progress!r}")
     model = load_model(model)
     x, y = check_data(model, x, y)
-    subs = _subclusters_of(partition)
+    subs = subclusters_of(partition)
     layers = unit_layers(model)
-    testable = [s for s in subs if s.layer in layers and s.size >= min_size
-                and s.fraction <= max_fraction + 1e-12]
+    testable = [s for s in subs if s.layer in layers and within_size_limits(s, min_size, max_fraction)]
     if not testable:
         raise NoTestableSubclusters(f"no testable sub-clusters: all {len(subs)} were filtered out by "
                                     f"min_size={min_size}, max_fraction={max_fraction}")
@@ -969,7 +954,7 @@ def double_lesion_study(model, partition, x, y, lesion_result, *, n_random: int 
     keep_bias = bool(lesion_result.settings.get("keep_bias", False))
     n_classes = output_size(model)
     layers = unit_layers(model)
-    subs = {s.name: s for s in _subclusters_of(partition)}
+    subs = {s.name: s for s in subclusters_of(partition)}
     important = [r for r in lesion_result.rows if r.get("category") == stats.IMPORTANT]
     important.sort(key=lambda r: (layers.index(r["layer"]) if r["layer"] in layers else 1 << 30,
                                   r["cluster"]))

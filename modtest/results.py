@@ -63,6 +63,27 @@ class SubCluster:
                    layer_size=int(d["layer_size"]))
 
 
+def subclusters_of(partition) -> list[SubCluster]:
+    """The sub-clusters of a Partition (or a plain list of SubCluster), checked."""
+    from modtest.errors import InvalidInput
+
+    subs = getattr(partition, "subclusters", partition)
+    try:
+        subs = list(subs)
+    except TypeError:
+        raise InvalidInput(f"partition must be a Partition or a list of SubCluster, "
+                           f"got {type(partition).__name__}") from None
+    for s in subs:
+        if not isinstance(s, SubCluster):
+            raise InvalidInput(f"partition must hold SubCluster objects, got {type(s).__name__}")
+    return subs
+
+
+def within_size_limits(sub: SubCluster, min_size: int, max_fraction: float) -> bool:
+    """The paper's size filter: at least ``min_size`` units and at most ``max_fraction`` of the layer."""
+    return sub.size >= min_size and sub.fraction <= max_fraction + 1e-12
+
+
 @dataclass(frozen=True)
 class ProbeResult:
     """Outcome of one probe on one partition.

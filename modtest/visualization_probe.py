@@ -17,31 +17,17 @@ import numpy as np
 
 from modtest._random import keyed_rng, random_unit_sets
 from modtest._validation import check_fraction, check_int, check_seed
-from modtest.errors import InvalidInput, NoTestableSubclusters
-from modtest.results import ProbeResult, SubCluster
+from modtest.errors import NoTestableSubclusters
+from modtest.results import ProbeResult, SubCluster, subclusters_of, within_size_limits
 
 __all__ = ["visualization_study", "filter_subclusters", "untrained_control"]
 
 MEASURES = ("input_coherence", "output_coherence", "activational_variance")
 
 
-def _subclusters(partition) -> list[SubCluster]:
-    subs = getattr(partition, "subclusters", partition)
-    try:
-        subs = list(subs)
-    except TypeError:
-        raise InvalidInput(f"partition must have .subclusters or be a list of SubCluster, "
-                           f"got {type(partition).__name__}") from None
-    for s in subs:
-        if not isinstance(s, SubCluster):
-            raise InvalidInput(f"partition holds a {type(s).__name__}, not a SubCluster")
-    return subs
-
-
 def filter_subclusters(partition, *, min_size: int = 3, max_fraction: float = 0.8) -> list[SubCluster]:
     """Sub-clusters with at least ``min_size`` units and at most ``max_fraction`` of their layer."""
-    return [s for s in _subclusters(partition)
-            if s.size >= min_size and s.fraction <= max_fraction + 1e-12]
+    return [s for s in subclusters_of(partition) if within_size_limits(s, min_size, max_fraction)]
 
 
 def visualization_study(model, partition, *, n_random: int = 9, seed: int = 0, min_size: int = 3,
@@ -93,7 +79,7 @@ def visualization_study(model, partition, *, n_random: int = 9, seed: int = 0, m
     seed = check_seed(seed)
     min_size = check_int("min_size", min_size, minimum=1)
     max_fraction = check_fraction("max_fraction", max_fraction)
-    subs = _subclusters(partition)
+    subs = subclusters_of(partition)
     tested = filter_subclusters(subs, min_size=min_size, max_fraction=max_fraction)
     if not tested:
         raise NoTestableSubclusters(

@@ -55,6 +55,11 @@ def load_data(path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # else np.load would try (and refuse) to unpickle it
+        raise DataError(f"data file {path.name} is not an .npz archive; save the arrays with "
+                        f"numpy.savez(path, x=..., y=...)")
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in ("x", "y") if k not in f.files]

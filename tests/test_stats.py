@@ -133,7 +133,7 @@ def test_chi2_categorical_by_hand():
     stat_hand = ((5 - 2) ** 2 + (1 - 2) ** 2 + (1 - 2) ** 2 + (1 - 2) ** 2 + (2 - 2) ** 2) / 2  # = 6
     assert stat_hand == 6.0
     pval_hand = math.exp(-3) * (1 + 3)  # sf(6; df=4) = e^{-3}(1 + 3)
-    stat, pval = S.chi2_categorical(p, 4)
+    stat, pval = S.chi2_categorical(p, 4, method="asymptotic")
     assert stat == pytest.approx(stat_hand)
     assert pval == pytest.approx(pval_hand, rel=1e-10)
 
@@ -144,7 +144,7 @@ def test_chi2_categorical_twenty_controls_by_hand():
     mu = 4 / 21
     stat_hand = ((2 - mu) ** 2 + 2 * (1 - mu) ** 2 + 18 * mu**2) / mu  # = 27.5
     assert stat_hand == pytest.approx(27.5)
-    stat, pval = S.chi2_categorical(p, N20)
+    stat, pval = S.chi2_categorical(p, N20, method="asymptotic")
     assert stat == pytest.approx(stat_hand)
     assert pval == pytest.approx(_chi2_sf_even(stat_hand, 20), rel=1e-10)
 
@@ -501,3 +501,47 @@ def test_rank_p_without_ties_equals_empirical_p():
     r = rng.normal(size=(50, 20))
     np.testing.assert_allclose(rank_p(t, r, rng), empirical_p(t, r))
     np.testing.assert_allclose(rank_p(t, r, rng, side="left"), empirical_p(t, r, side="left"))
+
+
+def test_chi2_monte_carlo_calibrated_with_few_subclusters():
+    """7 sub-clusters over 21 grid values: the asymptotic chi2 law is liberal, the simulated one is not."""
+    rng = np.random.default_rng(11)
+    n_sim, rej_auto, rej_asym = 3000, 0, 0
+    for _ in range(n_sim):
+        p = rng.integers(1, 22, 7) / 21
+        rej_auto += S.chi2_categorical(p, 20)[1] <= 0.05
+        rej_asym += S.chi2_categorical(p, 20, method="asymptotic")[1] <= 0.05
+    lo, _ = binomial_interval(rej_auto, n_sim)
+    assert lo <= 0.05  # the simulated test keeps its level
+    assert binomial_interval(rej_asym, n_sim)[0] > 0.05  # the reason it exists
+    # deterministic, and the same as asymptotic once expected counts are large
+    p = rng.integers(1, 22, 7) / 21
+    assert S.chi2_categorical(p, 20) == S.chi2_categorical(p, 20)
+    big = rng.integers(1, 22, 21 * 6) / 21
+    assert S.chi2_categorical(big, 20) == S.chi2_categorical(big, 20, method="asymptotic")
+
+
+def test_undefined_controls_counted_against_keep_the_level():
+    """Output coherence is undefined (NaN) for lesions with no net damage. Under a true null, with the
+    true set defined, counting undefined controls as at least as extreme keeps the level; giving them
+    the smallest value (0) does not, and tie-broken ranks stay exactly uniform."""
+    from modtest.stats import rank_p
+
+    rng = np.random.default_rng(7)
+    m, n = 4000, 20
+    vals = rng.exponential(size=(m, n + 1))
+    vals[rng.random((m, n + 1)) < 0.6] = np.nan  # 60% of lesions change nothing
+    vals = vals[~np.isnan(vals[:, 0])]  # the true set is tested only when defined
+    t, r = vals[:, 0], vals[:, 1:]
+    p_against = empirical_p(t, r, undefined="against")
+    p_zero = empirical_p(t, np.nan_to_num(r, nan=0.0))
+    assert not np.isnan(p_against).any()
+    k = len(t)
+    assert binomial_interval(int((p_against <= 0.05).sum()), k)[0] <= 0.05
+    assert binomial_interval(int((p_zero <= 0.05).sum()), k)[0] > 0.05  # the old, anti-conservative way
+    ranks = rank_p(t, r, rng)
+    counts = np.bincount(np.rint(ranks * 21).astype(int) - 1, minlength=21)
+    from scipy.stats import chisquare
+
+    assert chisquare(counts).pvalue > 0.001  # uniform on the grid
+    assert np.all(ranks <= p_against + 1e-12)

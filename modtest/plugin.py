@@ -514,12 +514,37 @@ def pytest_runtest_protocol(item, nextitem):
             state.collector.current_nodeid = ""
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On an xdist worker, each test report carries the claims recorded since the last report, so
+    the controller has them as soon as the test ends: a worker that crashes later loses none."""
+    report = yield
+    state = item.config.stash.get(_KEY, None)
+    if state is not None and hasattr(item.config, "workerinput"):
+        col = state.collector
+        sent = getattr(col, "sent", 0)
+        if len(col.claims) > sent:
+            report.user_properties.append(("modtest_claims", col.to_dicts()[sent:]))
+            col.sent = len(col.claims)
+    return report
+
+
+def pytest_runtest_logreport(report):
+    """On the xdist controller: collect the claims that arrive with a worker's test report."""
+    if getattr(report, "node", None) is None:  # not a report relayed from a worker
+        return
+    for key, value in getattr(report, "user_properties", ()):
+        if key == "modtest_claims":
+            state = report.node.config.stash.get(_KEY, None)
+            if state is not None:
+                state.collector.extend_dicts(value)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error):
     state = node.config.stash.get(_KEY, None)
     out = getattr(node, "workeroutput", None) or {}
     if state is not None:
-        state.collector.extend_dicts(out.get("modtest_claims"))
         if out.get("modtest_audit"):
             if not hasattr(state, "_worker_audits"):
                 state._worker_audits = []
@@ -564,8 +589,7 @@ def pytest_sessionfinish(session, exitstatus):
     if state is None:
         return
     col = state.collector
-    if hasattr(config, "workerinput"):  # xdist worker: the controller corrects
-        config.workeroutput["modtest_claims"] = col.to_dicts()
+    if hasattr(config, "workerinput"):  # xdist worker: the controller corrects (claims went with reports)
         wants = (state.json_path, state.html_path, state.save_name, state.compare_name)
         if any(w is not None for w in wants):
             try:

@@ -392,3 +392,28 @@ def test_prefetch_workers_share_lesion_units(pytester, tmp_path):
     res.assert_outcomes(passed=2)
     units = list((cache / "workshare").rglob("*.json"))
     assert len(units) == 36  # one per testable sub-cluster of the shipped MLP at k=12
+
+
+def test_claims_of_a_worker_that_crashes_later_still_count(pytester, modtest_stub):
+    """test_a passes with raw p=0.04 on a worker that a later test kills: its claim travelled with its
+    report, so the controller still corrects it together with test_c's claim (Holm: 0.04 -> 0.06)."""
+    modtest_stub({2: 0.04, 3: 0.03})
+    pytester.makepyfile(test_inner="""
+        import os, signal
+        from modtest.assertions import assert_importance
+
+        def test_a():
+            assert_importance("m.keras", k=2)
+
+        def test_b():
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        def test_c():
+            assert_importance("m.keras", k=3)
+    """)
+    out = pytester.path / "r.json"
+    res = run(pytester, "-n", "1", "--max-worker-restart", "1", "-p", "xdist", "--modtest-json", str(out))
+    claims = {c["nodeid"].split("::")[-1]: c for c in json.loads(out.read_text())["claims"]}
+    assert set(claims) == {"test_a", "test_c"}
+    assert claims["test_a"]["p_corrected"] == pytest.approx(0.06)
+    assert res.ret == 1  # the crash, and test_a failing after correction

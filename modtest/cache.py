@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Callable
@@ -51,6 +50,14 @@ def cache_key(model_hash: str, data_hash: str, probe: str, k: int, seed: int, se
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def digest_path(root: Path, key: str, suffix: str, what: str) -> Path:
+    """``root/ab/<key><suffix>`` for a 64-hex-digit key: paths come only from the digest, so no
+    model name or user string can make them escape ``root``."""
+    if not isinstance(key, str) or not _HEX64.fullmatch(key):
+        raise CacheError(f"{what} must be 64 lowercase hex digits, got {key!r}")
+    return Path(root) / key[:2] / f"{key}{suffix}"
+
+
 class ProbeCache:
     """A folder of JSON probe results keyed by :func:`cache_key`.
 
@@ -70,19 +77,12 @@ class ProbeCache:
         return f"ProbeCache({str(self.root)!r})"
 
     # -- paths ---------------------------------------------------------------------------------
-    def _check_key(self, key: str) -> str:
-        if not isinstance(key, str) or not _HEX64.fullmatch(key):
-            raise CacheError(f"cache key must be 64 lowercase hex digits, got {key!r}")
-        return key
-
     def path(self, key: str) -> Path:
         """``root/ab/abcdef...json``: derived only from the hex digest."""
-        key = self._check_key(key)
-        return self.root / key[:2] / f"{key}.json"
+        return digest_path(self.root, key, ".json", "cache key")
 
     def lock_path(self, key: str) -> Path:
-        key = self._check_key(key)
-        return self.root / key[:2] / f"{key}.lock"
+        return digest_path(self.root, key, ".lock", "cache key")
 
     # -- entries -------------------------------------------------------------------------------
     def get(self, key: str) -> ProbeResult | None:

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from modtest.cache import digest_path
 from modtest.errors import CacheError, InvalidInput
 
 __all__ = ["WorkShare", "unit_key", "as_workshare", "prefetch_lesion", "WorkShareStats"]
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def unit_key(*parts) -> str:
@@ -74,18 +74,11 @@ class WorkShare:
         return f"WorkShare({str(self.root)!r})"
 
     # -- paths -----------------------------------------------------------------------------------
-    def _check(self, key: str) -> str:
-        if not isinstance(key, str) or not _HEX64.fullmatch(key):
-            raise CacheError(f"unit key must be 64 lowercase hex digits, got {key!r}")
-        return key
-
     def path(self, key: str) -> Path:
-        key = self._check(key)
-        return self.root / key[:2] / f"{key}.unit.json"
+        return digest_path(self.root, key, ".unit.json", "unit key")
 
     def lock_path(self, key: str) -> Path:
-        key = self._check(key)
-        return self.root / key[:2] / f"{key}.unit.lock"
+        return digest_path(self.root, key, ".unit.lock", "unit key")
 
     def _lock(self, key: str):
         import filelock

@@ -391,6 +391,8 @@ class FastEngine(ReferenceEngine):
         chunk = max(1, min(max(1, (16 * self.batch_size) // max(n, 1)), self.max_elements // max(per_variant, 1)))
         out = np.empty((len(unit_sets), n), dtype=np.int64)
         pad_to = chunk if len(unit_sets) > chunk else None  # one input shape: one compiled suffix
+        z_start = z_base + bias2 if bias2 is not None else z_base  # the intact pre-activation
+        buf = None
         for lo in range(0, len(unit_sets), chunk):
             sets = unit_sets[lo:lo + chunk]
             v = len(sets)
@@ -398,9 +400,11 @@ class FastEngine(ReferenceEngine):
             mask = np.zeros((vp, width), dtype=np.float32)  # padding rows: intact variants, dropped
             for i, units in enumerate(sets):
                 mask[i, np.asarray(units, dtype=np.int64)] = 1.0
-            z = (mask @ dz).reshape((vp,) + z_base.shape) + z_base[None]
-            if bias2 is not None:
-                z = z + bias2
+            if buf is None or buf.shape[0] != vp:
+                buf = np.empty((vp, dz.shape[1]), dtype=np.float32)
+            np.matmul(mask, dz, out=buf)  # two passes over the big array instead of four
+            z = buf.reshape((vp,) + z_base.shape)
+            z += z_start[None]
             self.peak_stacked_elements = max(self.peak_stacked_elements, int(z.size))
             zt = keras.ops.convert_to_tensor(z.reshape((vp * n,) + z_base.shape[1:]))
             a2 = zt if act2 is None else act2(zt)

@@ -319,6 +319,9 @@ def test_xfail_claim_does_not_fail_session(pytester, modtest_stub):
     res = run(pytester)
     res.assert_outcomes(passed=1, xpassed=1, xfailed=1)
     assert res.ret == 0
+    res.stdout.fnmatch_lines(["3 assertion(s), holm correction, 0 failed, 2 expected to fail (xfail)*",
+                              "PASS test_inner.py::test_a *", "XFAIL test_inner.py::test_b *",
+                              "XFAIL test_inner.py::test_c *"])
 
 
 # --------------------------------------------------------------------------- the shipped example

@@ -177,6 +177,17 @@ class WorkShare:
                 warnings.warn(f"modtest: cannot publish unit {self.path(key)}: {exc}", stacklevel=3)
             done(key, value, how)
 
+        def settle(key, item, lock, found_how, computed_how):
+            """Holding the unit's lock: take a result published meanwhile, else compute it."""
+            try:
+                value = self.get(key)
+                if value is not None:
+                    done(key, value, found_how)
+                else:
+                    compute_publish(key, item, computed_how)
+            finally:
+                lock.release()
+
         for key, item in units:
             value = self.get(key)
             if value is not None:
@@ -186,14 +197,7 @@ class WorkShare:
             if lock is None:  # a live process is computing it: move on
                 pending.append((key, item))
                 continue
-            try:
-                value = self.get(key)  # published between our look and our claim
-                if value is not None:
-                    done(key, value, "found")
-                else:
-                    compute_publish(key, item, "computed")
-            finally:
-                lock.release()
+            settle(key, item, lock, "found", "computed")
         # the units other processes held: take the free ones first, then wait for the rest
         while pending:
             rest = []
@@ -206,25 +210,10 @@ class WorkShare:
                 if lock is None:
                     rest.append((key, item))
                     continue
-                try:
-                    value = self.get(key)
-                    if value is not None:
-                        done(key, value, "waited")
-                    else:  # its claimer died before publishing
-                        compute_publish(key, item, "recovered")
-                finally:
-                    lock.release()
+                settle(key, item, lock, "waited", "recovered")  # "recovered": its claimer died
             if rest and len(rest) == len(pending):  # nothing moved: block on the first one
                 key, item = rest[0]
-                lock = self.wait_claim(key)
-                try:
-                    value = self.get(key)
-                    if value is not None:
-                        done(key, value, "waited")
-                    else:
-                        compute_publish(key, item, "recovered")
-                finally:
-                    lock.release()
+                settle(key, item, self.wait_claim(key), "waited", "recovered")
                 rest = rest[1:]
             pending = rest
             if pending:

@@ -57,8 +57,8 @@ def _rate_ok(pvals):
 
 @pytest.fixture(scope="module")
 def null_lesions():
-    # ~20 sub-clusters per replicate: the chi2 test is asymptotic and is liberal when the sub-clusters
-    # are few compared with its n_random+1 = 21 bins (7 sub-clusters: ~9% at alpha=0.05)
+    # ~20 sub-clusters per replicate, like a real audit (with fewer than 5 expected per grid value the
+    # chi2 p-value is simulated: the asymptotic law gave ~9% at alpha=0.05 with 7 sub-clusters)
     model = tiny_mlp(seed=11, widths=(32, 32))
     rng = np.random.default_rng(5)
     x = rng.normal(size=(300, 6)).astype("float32")

@@ -290,11 +290,16 @@ class FastEngine(ReferenceEngine):
         self.peak_cached_bytes = 0
         self.peak_stacked_elements = 0
         self._inc: dict = {}
+        self._inc_models: dict = {}
+        self._masked_models: dict = {}
         self._lg = None
         self.incremental = True
 
     def base_labels(self) -> np.ndarray:
-        return self._ref.base_labels()
+        """Labels of the intact model: ``model.predict``'s batches, without its data pipeline."""
+        if self._base is None:
+            self._base = self._batched(self.model, self.x, pad=False)[0].argmax(axis=-1)
+        return self._base
 
     def _split(self, layer: str):
         """The split at ``layer``, None if the layer cannot reach the output, False if unsplittable."""
@@ -344,7 +349,8 @@ class FastEngine(ReferenceEngine):
                 return None
             name = cons[0]
         lay, lay2 = self.clone.get_layer(layer), self.clone.get_layer(cons[0])
-        if getattr(lay2, "groups", 1) != 1 or getattr(lay2, "data_format", "channels_last") != "channels_last" \
+        if getattr(lay2, "groups", 1) != 1 or getattr(lay2, "padding", "valid") == "causal" \
+                or getattr(lay2, "data_format", "channels_last") != "channels_last" \
                 or getattr(lay, "data_format", "channels_last") != "channels_last" \
                 or int(lay2.kernel.shape[-2]) != int(lay.kernel.shape[-1]):
             return None
@@ -357,69 +363,94 @@ class FastEngine(ReferenceEngine):
             chain = _build_split(self._graph, lay, end=lay2.input).suffix
         except Exception:  # noqa: BLE001
             return None
-        self._inc[layer] = (chain, lay2, split2)
+        # a batch norm right after a linear L2 is affine per channel: folded into the increments,
+        # the compiled call then starts after it (one pass less over the biggest tensor)
+        bn, after = None, split2
+        cons2 = lg.consumers(lay2.name)
+        if (act2 is None or getattr(act2, "__name__", None) == "linear") and len(cons2) == 1 \
+                and lg.layers[cons2[0]].kind == "BatchNormalization":
+            bn = self.clone.get_layer(cons2[0])
+            split_bn = self._split(bn.name) if bn.axis in (-1, len(bn.input.shape) - 1) else False
+            if split_bn and split_bn.n_inputs == 1:
+                after = split_bn
+            else:
+                bn = None
+        self._inc[layer] = (chain, lay2, after, bn)
         return self._inc[layer]
 
     def _increments(self, layer: str, a: np.ndarray, const: np.ndarray, inc):
-        """(z_base (N, *out), dz (C, N * prod(out))): L2's pre-activation and per-unit changes."""
+        """Backend tensor (C + 1, e * P) over a block of e examples: row u is the change that lesioning
+        input unit u adds to L2's pre-activation, the last row the intact pre-activation (bias
+        included); both through L2's batch norm where it is folded in."""
         import keras
 
-        chain, lay2, _ = inc
-        h_base = np.asarray(chain.predict(a, batch_size=self.batch_size, verbose=0))
+        chain, lay2, _, bn = inc
+        ops = keras.ops
         cmap = np.broadcast_to(const, (1,) + a.shape[1:]).astype(a.dtype)
-        h_const = np.asarray(chain.predict_on_batch(cmap))
-        dh = h_const - h_base
-        kernel = keras.ops.convert_to_tensor(lay2.kernel)
-        z_base = keras.ops.convert_to_numpy(lay2.convolution_op(keras.ops.convert_to_tensor(h_base), kernel))
-        width = dh.shape[-1]
-        dz = np.empty((width, z_base.size), dtype=np.float32)
-        for u in range(width):
-            du = lay2.convolution_op(keras.ops.convert_to_tensor(dh[..., u:u + 1]), kernel[..., u:u + 1, :])
-            dz[u] = keras.ops.convert_to_numpy(du).ravel()
-        return z_base, dz
+        # the chain holds only per-channel layers: called eagerly, it costs less than compiling it
+        h_base = chain(ops.convert_to_tensor(a), training=False)
+        dh = chain(ops.convert_to_tensor(cmap), training=False) - h_base  # every unit lesioned
+        kernel = ops.convert_to_tensor(lay2.kernel)
+        bias = lay2.bias if getattr(lay2, "bias", None) is not None else None
+        if bn is not None:  # bn(conv(h, k) + b) = conv(h, k * scale) + (b * scale + shift)
+            scale, shift = _bn_affine(bn)
+            kernel = kernel * scale
+            bias = shift if bias is None else bias * scale + shift
+        z = lay2.convolution_op(h_base, kernel)
+        if bias is not None:
+            z = z + bias
+        width = int(dh.shape[-1])
+        dz = _unit_increments(lay2, dh, kernel)
+        # one matrix: the intact pre-activation is the last row, taken with weight 1 by every variant
+        return ops.concatenate([ops.reshape(dz, (width, -1)), ops.reshape(z, (1, -1))], axis=0)
 
-    def _labels_incremental(self, layer, unit_sets, a, const, inc, data, on_progress, exact_rows):
-        import keras
+    def _increment_model(self, layer: str, inc):
+        """Compiled ``(mask (V, C + 1), increments (C + 1, e * P)) -> probabilities (V * e, classes)``:
+        L2's pre-activation ``mask @ increments`` (the mask's last column is 1: the intact term),
+        L2's activation (or its folded batch norm), then the rest of the network, in one call."""
+        model = self._inc_models.get(layer)
+        if model is None:
+            import keras
 
-        _, lay2, split2 = inc
-        z_base, dz = data
-        n = len(a)
-        width = dz.shape[0]
-        bias2 = keras.ops.convert_to_numpy(lay2.bias) if getattr(lay2, "bias", None) is not None else None
-        act2 = getattr(lay2, "activation", None)
-        per_variant = z_base.size
-        chunk = max(1, min(max(1, (16 * self.batch_size) // max(n, 1)), self.max_elements // max(per_variant, 1)))
+            _, lay2, after, bn = inc
+            width = int(lay2.kernel.shape[-2])
+            mask = keras.Input((width + 1,), dtype="float32")
+            dz = keras.Input((None,), dtype="float32")
+            z = _plus_increments(tuple(int(d) for d in lay2.output.shape[1:]))([mask, dz])
+            act2 = getattr(lay2, "activation", None)
+            if act2 is not None and bn is None:
+                z = keras.layers.Activation(act2)(z)
+            model = keras.Model([mask, dz], after.suffix(z))
+            self._inc_models[layer] = model
+        return model
+
+    def _labels_incremental(self, layer, unit_sets, n, inc, data, on_progress):
+        """Labels (V, n) of every variant on the incremental path, and the (variant, example) pairs
+        whose top-2 output margin is too small to trust (to be recomputed exactly)."""
+        dz = data
+        width, per_variant = int(dz.shape[0]) - 1, int(dz.shape[1])
+        model = self._increment_model(layer, inc)
+        chunk = max(1, min(max(1, (32 * self.batch_size) // max(n, 1)), self.max_elements // max(per_variant, 1)))
+        pad_to = chunk if len(unit_sets) > chunk else None  # one input shape: one compiled call
         out = np.empty((len(unit_sets), n), dtype=np.int64)
-        pad_to = chunk if len(unit_sets) > chunk else None  # one input shape: one compiled suffix
-        z_start = z_base + bias2 if bias2 is not None else z_base  # the intact pre-activation
-        buf = None
+        close_v, close_e = [], []
         for lo in range(0, len(unit_sets), chunk):
             sets = unit_sets[lo:lo + chunk]
             v = len(sets)
             vp = max(v, pad_to or 0)
-            mask = np.zeros((vp, width), dtype=np.float32)  # padding rows: intact variants, dropped
+            mask = np.zeros((vp, width + 1), dtype=np.float32)  # padding rows: intact variants, dropped
+            mask[:, width] = 1.0
             for i, units in enumerate(sets):
                 mask[i, np.asarray(units, dtype=np.int64)] = 1.0
-            if buf is None or buf.shape[0] != vp:
-                buf = np.empty((vp, dz.shape[1]), dtype=np.float32)
-            np.matmul(mask, dz, out=buf)  # two passes over the big array instead of four
-            z = buf.reshape((vp,) + z_base.shape)
-            z += z_start[None]
-            self.peak_stacked_elements = max(self.peak_stacked_elements, int(z.size))
-            zt = keras.ops.convert_to_tensor(z.reshape((vp * n,) + z_base.shape[1:]))
-            a2 = zt if act2 is None else act2(zt)
-            probs = np.asarray(split2.suffix.predict_on_batch(a2))[:v * n]
-            lab = probs.argmax(axis=-1)
-            top2 = np.partition(probs, -2, axis=-1)[:, -2:] if probs.shape[-1] > 1 else None
-            if top2 is not None:  # rows near a tie: redo them exactly, through the plain suffix
-                close = (top2[:, 1] - top2[:, 0]) <= _SCREEN_TOL * np.maximum(1.0, np.abs(top2[:, 1]))
-                rows = np.flatnonzero(close)
-                if rows.size:
-                    lab[rows] = exact_rows(sets, rows // n, rows % n)
+            self.peak_stacked_elements = max(self.peak_stacked_elements, vp * per_variant)
+            probs = np.asarray(model.predict_on_batch([mask, dz]))[:v * n]
+            lab, close = _labels_and_close(probs)
+            close_v.append(lo + close // n)
+            close_e.append(close % n)
             out[lo:lo + v] = lab.reshape(v, n)
             if on_progress is not None:
                 on_progress(v)
-        return out
+        return out, np.concatenate(close_v), np.concatenate(close_e)
 
     def _constant(self, layer: str) -> np.ndarray:
         """Output of a lesioned unit: activation(bias) or activation(0), shape (C,)."""
@@ -470,17 +501,28 @@ class FastEngine(ReferenceEngine):
         return self._lru_bytes
 
     def _prefix_outputs(self, layer: str, split: _Split, xs=None) -> list[np.ndarray]:
-        """Prefix outputs of ``xs`` (default all inputs), written batch by batch into arrays
-        allocated once (no list of batch outputs concatenated at the end)."""
+        """Prefix outputs of ``xs`` (default all inputs); one batch is run eagerly (cheaper than
+        compiling the prefix for a single call)."""
         xs = self.x if xs is None else xs
+        if len(xs) <= self.batch_size:
+            import keras
+
+            o = split.prefix(keras.ops.convert_to_tensor(xs), training=False)
+            return [keras.ops.convert_to_numpy(t) for t in (o if isinstance(o, (list, tuple)) else [o])]
+        return self._batched(split.prefix, xs)
+
+    def _batched(self, model, xs, pad: bool = True) -> list[np.ndarray]:
+        """Outputs of ``model`` on ``xs`` in batches of ``batch_size``, written batch by batch into
+        arrays allocated once. With ``pad`` the last batch is padded to the batch size (one input
+        shape, one compiled function); without, batches are those of ``model.predict``."""
         n = len(xs)
         outs = None
         for lo in range(0, n, self.batch_size):
             xb = xs[lo:lo + self.batch_size]
             e = len(xb)
-            if n > self.batch_size and e < self.batch_size:  # pad the last batch: one input shape
+            if pad and n > self.batch_size and e < self.batch_size:
                 xb = _pad_rows(xb, self.batch_size)
-            o = split.prefix.predict_on_batch(xb)
+            o = model.predict_on_batch(xb)
             o = [np.asarray(t)[:e] for t in (o if isinstance(o, (list, tuple)) else [o])]
             if outs is None:
                 outs = [np.empty((n,) + t.shape[1:], dtype=t.dtype) for t in o]
@@ -499,6 +541,18 @@ class FastEngine(ReferenceEngine):
         return total
 
     def labels(self, layer: str, unit_sets, fixed=(), on_progress=None) -> np.ndarray:
+        # equal unit sets (frequent among the random controls of small sub-clusters) are run once
+        first: dict = {}
+        inverse = np.array([first.setdefault(tuple(np.unique(np.asarray(u, dtype=np.int64)).tolist()), len(first))
+                            for u in unit_sets], dtype=np.int64)
+        if len(first) == len(unit_sets):
+            return self._labels_distinct(layer, unit_sets, fixed, on_progress)
+        lab = self._labels_distinct(layer, [np.asarray(k, dtype=np.int64) for k in first], fixed, on_progress)
+        if on_progress is not None:
+            on_progress(len(unit_sets) - len(first))
+        return lab[inverse]
+
+    def _labels_distinct(self, layer: str, unit_sets, fixed=(), on_progress=None) -> np.ndarray:
         split = self._split(layer)
         if split is False:
             return self._ref.labels(layer, unit_sets, fixed, on_progress)
@@ -527,8 +581,7 @@ class FastEngine(ReferenceEngine):
                     cached = self._prefix_outputs(layer, split)
                     incd = self._increments(layer, cached[0], const, inc) if inc is not None else None
                     data = (cached, incd)
-                    self._lru_put(key, data, sum(a.nbytes for a in cached) +
-                                  (0 if incd is None else incd[0].nbytes + incd[1].nbytes))
+                    self._lru_put(key, data, sum(a.nbytes for a in cached) + _nbytes(incd))
                 cached, incd = data
                 out[:] = self._labels_block(layer, split, unit_sets, cached, const, inc, incd, on_progress)
                 return out
@@ -538,8 +591,7 @@ class FastEngine(ReferenceEngine):
             for lo in range(0, n, block):
                 cached = self._prefix_outputs(layer, split, self.x[lo:lo + block])
                 incd = self._increments(layer, cached[0], const, inc) if inc is not None else None
-                self._note(sum(a.nbytes for a in cached) +
-                           (0 if incd is None else incd[0].nbytes + incd[1].nbytes))
+                self._note(sum(a.nbytes for a in cached) + _nbytes(incd))
                 last = lo + block >= n
                 out[:, lo:lo + block] = self._labels_block(layer, split, unit_sets, cached, const, inc, incd,
                                                            on_progress if last else None)
@@ -551,15 +603,10 @@ class FastEngine(ReferenceEngine):
         a, sides = cached[0], cached[1:]
         width = a.shape[-1]
         if inc is not None:
-            def exact_rows(sets, vi, ei):
-                m = np.zeros((len(vi), width), dtype=bool)
-                for r, v in enumerate(vi):
-                    m[r, np.asarray(sets[v], dtype=np.int64)] = True
-                m = m.reshape((-1,) + (1,) * (a.ndim - 2) + (width,))
-                rows_in = np.where(m, const, a[ei]).astype(a.dtype, copy=False)
-                return np.asarray(split.suffix([rows_in], training=False)).argmax(axis=-1)
-
-            return self._labels_incremental(layer, unit_sets, a, const, inc, incd, on_progress, exact_rows)
+            lab, vi, ei = self._labels_incremental(layer, unit_sets, len(a), inc, incd, on_progress)
+            if vi.size:  # rows near a tie: redo them exactly, through the plain suffix
+                lab[vi, ei] = self._exact_labels(split, a, const, unit_sets, vi, ei)
+            return lab
         n = len(a)
         per_example = sum(int(np.prod(c.shape[1:])) for c in cached)
         rows_cap = max(1, min(16 * self.batch_size, self.max_elements // max(per_example, 1)))
@@ -567,37 +614,168 @@ class FastEngine(ReferenceEngine):
             block, chunk = n, max(1, rows_cap // max(n, 1))
         else:  # big data: one variant per call, over sub-blocks of examples
             block, chunk = rows_cap, 1
+        import keras
+
         out = np.empty((len(unit_sets), n), dtype=np.int64)
-        mask_shape = (-1,) + (1,) * (a.ndim - 1) + (width,)
+        model = self._masked_model(layer, split)
+        const_t = keras.ops.convert_to_tensor(np.asarray(const, dtype=a.dtype).reshape(1, width))
         # every suffix call of this layer gets the same input shape (padding rows/variants are
         # dropped), so the suffix is traced/compiled once per layer, not once per leftover size
         pad_v = chunk if len(unit_sets) > chunk else None
         pad_e = block if n > block else None
+        blocks = {}  # example blocks as backend tensors, converted once when there is a single block
+
+        def example_block(elo):
+            if elo in blocks:
+                return blocks[elo]
+            t = [keras.ops.convert_to_tensor(_pad_rows(c[elo:elo + block], max(len(c[elo:elo + block]), pad_e or 0)))
+                 for c in cached]
+            if block >= n:
+                blocks[elo] = t
+            return t
+
         for lo in range(0, len(unit_sets), chunk):
             sets = unit_sets[lo:lo + chunk]
             v = len(sets)
             vp = max(v, pad_v or 0)
-            mask = np.zeros((vp, width), dtype=bool)
+            mask = np.zeros((vp, width), dtype=np.float32)  # padding rows: intact variants, dropped
             for i, units in enumerate(sets):
-                mask[i, np.asarray(units, dtype=np.int64)] = True
-            mask = mask.reshape(mask_shape)
+                mask[i, np.asarray(units, dtype=np.int64)] = 1.0
             for elo in range(0, n, block):
-                ab = a[elo:elo + block]
-                e = len(ab)
-                ep = max(e, pad_e or 0)
-                ab = _pad_rows(ab, ep)
-                stacked = np.where(mask, const, ab[None]).astype(a.dtype, copy=False)
-                inputs = [stacked.reshape((vp * ep,) + a.shape[1:])]
-                for sd in sides:
-                    sb = _pad_rows(sd[elo:elo + block], ep)
-                    inputs.append(np.broadcast_to(sb[None], (vp,) + sb.shape).reshape((vp * ep,) + sb.shape[1:]))
-                self.peak_stacked_elements = max(self.peak_stacked_elements, sum(i.size for i in inputs))
-                probs = split.suffix.predict_on_batch(inputs[0] if len(inputs) == 1 else inputs)
+                e = min(block, n - elo)
+                ab = example_block(elo)
+                ep = int(ab[0].shape[0])
+                self.peak_stacked_elements = max(self.peak_stacked_elements, vp * ep * per_example)
+                probs = model.predict_on_batch([mask, const_t] + ab)
                 lab = np.asarray(probs).argmax(axis=-1).reshape(vp, ep)
                 out[lo:lo + v, elo:elo + e] = lab[:v, :e]
             if on_progress is not None:
                 on_progress(v)
         return out
+
+    def _masked_model(self, layer: str, split: _Split):
+        """Compiled ``(mask (V, C), const (1, C), a (e, ...), *sides) -> probabilities (V * e, classes)``:
+        variant i's suffix input is ``a`` with the masked units replaced by their lesioned constant;
+        side tensors (skip branches) are repeated for every variant."""
+        model = self._masked_models.get(layer)
+        if model is None:
+            import keras
+
+            outs = split.prefix.outputs
+            width = int(outs[0].shape[-1])
+            mask = keras.Input((width,), dtype="float32")
+            const = keras.Input((width,), dtype=outs[0].dtype)
+            ins = [keras.Input(tuple(t.shape[1:]), dtype=t.dtype) for t in outs]
+            stacked = _masked_stack([tuple(int(d) for d in t.shape[1:]) for t in outs])([mask, const] + ins)
+            model = keras.Model([mask, const] + ins, split.suffix(stacked if len(ins) > 1 else stacked[0]))
+            self._masked_models[layer] = model
+        return model
+
+    def _exact_labels(self, split, a, const, unit_sets, vi, ei) -> np.ndarray:
+        """Labels of the rows (variant ``vi[r]``, example ``ei[r]``) through the plain suffix, called
+        eagerly (they are few: tracing a compiled call would cost more)."""
+        import keras
+
+        width = a.shape[-1]
+        size = max(1, self.max_elements // int(np.prod(a.shape[1:])))
+        out = np.empty(len(vi), dtype=np.int64)
+        for lo in range(0, len(vi), size):
+            v_, e_ = vi[lo:lo + size], ei[lo:lo + size]
+            m = np.zeros((len(v_), width), dtype=bool)
+            for r, v in enumerate(v_):
+                m[r, np.asarray(unit_sets[v], dtype=np.int64)] = True
+            rows_in = np.where(m.reshape((-1,) + (1,) * (a.ndim - 2) + (width,)), const, a[e_])
+            probs = split.suffix(keras.ops.convert_to_tensor(rows_in.astype(a.dtype, copy=False)), training=False)
+            out[lo:lo + len(v_)] = keras.ops.convert_to_numpy(probs).argmax(axis=-1)
+        return out
+
+
+def _labels_and_close(probs: np.ndarray):
+    """Argmax labels of ``probs`` (R, classes) and the rows whose top-2 margin is within the screening
+    tolerance (their label could differ from the reference engine's by rounding)."""
+    lab = probs.argmax(axis=-1)
+    if probs.shape[-1] < 2:
+        return lab, np.empty(0, dtype=np.int64)
+    top2 = np.partition(probs, -2, axis=-1)[:, -2:]
+    close = (top2[:, 1] - top2[:, 0]) <= _SCREEN_TOL * np.maximum(1.0, np.abs(top2[:, 1]))
+    return lab, np.flatnonzero(close)
+
+
+def _nbytes(t) -> int:
+    """Bytes held by a float32 array or backend tensor (0 for None)."""
+    return 0 if t is None else int(np.prod(t.shape)) * 4
+
+
+def _bn_affine(bn):
+    """(scale, shift) of an inference-mode BatchNormalization: ``bn(x) = x * scale + shift``."""
+    import keras
+
+    ops = keras.ops
+    var = ops.convert_to_tensor(bn.moving_variance)
+    scale = 1.0 / ops.sqrt(var + bn.epsilon)
+    if bn.gamma is not None:
+        scale = scale * bn.gamma
+    shift = -ops.convert_to_tensor(bn.moving_mean) * scale
+    if bn.beta is not None:
+        shift = shift + bn.beta
+    return scale, shift
+
+
+def _unit_increments(lay2, dh, kernel):
+    """Per-unit changes of L2's pre-activation, shape (C, e, *out2): ``conv(dh[..., u], kernel[..., u, :])``
+    for every input channel u, as one depthwise convolution where the backend has it."""
+    import keras
+
+    ops = keras.ops
+    width, c2 = int(kernel.shape[-2]), int(kernel.shape[-1])
+    if len(kernel.shape) in (3, 4):  # Conv1D / Conv2D: depthwise conv, output channel u * c2 + j
+        d = ops.depthwise_conv(dh, kernel, strides=lay2.strides, padding=lay2.padding,
+                               data_format="channels_last", dilation_rate=lay2.dilation_rate)
+        sp = tuple(int(s) for s in d.shape[1:-1])
+        d = ops.reshape(d, (int(d.shape[0]),) + sp + (width, c2))
+        nd = len(sp)
+        return ops.transpose(d, (nd + 1, 0) + tuple(range(1, nd + 1)) + (nd + 2,))
+    return ops.stack([lay2.convolution_op(dh[..., u:u + 1], kernel[..., u:u + 1, :]) for u in range(width)])
+
+
+def _plus_increments(shape):
+    """Layer ``[mask (V, K), increments (K, e * P)] -> (V * e, *shape)``: ``mask @ increments``."""
+    import keras
+
+    class PlusIncrements(keras.layers.Layer):
+        def call(self, inputs):
+            mask, dz = inputs
+            return keras.ops.reshape(keras.ops.matmul(mask, dz), (-1,) + shape)
+
+        def compute_output_shape(self, input_shapes):
+            return (None,) + shape
+
+    return PlusIncrements()
+
+
+def _masked_stack(shapes):
+    """Layer ``[mask (V, C), const (1, C), a (e, ...), *sides] -> [stacked a (V * e, ...), *stacked sides]``:
+    ``where(mask, const, a)`` per variant, variant-major; sides repeated per variant."""
+    import keras
+
+    ops = keras.ops
+
+    class MaskedStack(keras.layers.Layer):
+        def call(self, inputs):
+            mask, const, a, *sides = inputs
+            v = ops.shape(mask)[0]
+            lead = (1,) * (len(shapes[0]) - 1)
+            m = ops.reshape(mask, (-1, 1) + lead + (shapes[0][-1],)) > 0
+            c = ops.reshape(const, (1, 1) + lead + (shapes[0][-1],))
+            out = [ops.reshape(ops.where(m, c, ops.expand_dims(a, 0)), (-1,) + shapes[0])]
+            for sd, shape in zip(sides, shapes[1:]):
+                out.append(ops.tile(sd, (v,) + (1,) * len(shape)))
+            return out
+
+        def compute_output_shape(self, input_shapes):
+            return [(None,) + shape for shape in shapes]
+
+    return MaskedStack()
 
 
 def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:

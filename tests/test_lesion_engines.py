@@ -205,3 +205,42 @@ def test_fast_engine_blocks_big_data_and_falls_back_when_it_cannot_split():
     assert fast._split("s") is False  # softmax is not elementwise: reference path
     sets = _sets(8, 3, np.random.default_rng(3))
     np.testing.assert_array_equal(ReferenceEngine(soft, x).labels("s", sets), fast.labels("s", sets))
+
+
+def test_incremental_path_with_folded_batch_norm_and_exact_recomputation(monkeypatch):
+    """c1 -> bn1 -> relu -> c2 -> bn2: the incremental path at c1 folds bn2 into the increments;
+    forcing every row through the exact suffix (screening tolerance huge) gives the same labels."""
+    import modtest.lesion as lesion
+
+    model = _cnn()
+    x = np.random.default_rng(7).normal(size=(40, 6, 6, 1)).astype("float32")
+    ref = ReferenceEngine(model, x)
+    sets = _sets(6, 6, np.random.default_rng(8))
+    fast = FastEngine(model, x)
+    inc = fast._incremental("c1")
+    assert inc is not None and inc[3] is not None and inc[3].name == "bn2"
+    np.testing.assert_array_equal(ref.labels("c1", sets), fast.labels("c1", sets))
+    monkeypatch.setattr(lesion, "_SCREEN_TOL", 1e9)
+    np.testing.assert_array_equal(ref.labels("c1", sets), FastEngine(model, x).labels("c1", sets))
+
+
+def test_batch_norm_affine_equals_the_layer():
+    from modtest.lesion import _bn_affine
+
+    bn = _cnn().get_layer("bn1")
+    h = np.random.default_rng(9).normal(size=(5, 6, 6, 6)).astype("float32")
+    scale, shift = (keras.ops.convert_to_numpy(t) for t in _bn_affine(bn))
+    np.testing.assert_allclose(h * scale + shift, keras.ops.convert_to_numpy(bn(h, training=False)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_equal_unit_sets_are_computed_once_and_reported_in_full():
+    model = _mlp()
+    x = np.random.default_rng(10).normal(size=(30, 6)).astype("float32")
+    sets = [np.array([1, 3]), np.array([3, 1]), np.array([0]), np.array([1, 3, 3]), np.array([0])]
+    fast, seen, calls = FastEngine(model, x), [], []
+    inner = fast._labels_distinct
+    fast._labels_distinct = lambda layer, s, *a, **k: calls.append(len(s)) or inner(layer, s, *a, **k)
+    lab = fast.labels("d1", sets, on_progress=seen.append)
+    assert calls == [2] and sum(seen) == len(sets)
+    np.testing.assert_array_equal(lab, ReferenceEngine(model, x).labels("d1", sets))

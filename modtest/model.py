@@ -89,13 +89,13 @@ def _walk_layer_configs(cfg):
             yield from _walk_layer_configs(v)
 
 
-def unsafe_objects(config: dict) -> list[str]:
+def unsafe_objects(config: dict, *, legacy: bool = True) -> list[str]:
     """Names of the layers/objects in a model config that would run code from the file.
 
     ``Lambda`` layers carry Python bytecode; objects from modules outside Keras are custom code.
+    ``legacy=False`` skips the one check that needs Keras (a legacy ``.h5`` config naming a class
+    that is not a Keras layer), so the others run without importing it.
     """
-    import keras
-
     found = []
     for item in _walk_layer_configs(config):
         cls = item.get("class_name")
@@ -108,10 +108,38 @@ def unsafe_objects(config: dict) -> list[str]:
             found.append(f"{name} (Lambda)")
         elif module is not None and not str(module).startswith("keras"):
             found.append(f"{name} ({module}.{cls})")
-        elif module is None and "name" in conf and not hasattr(keras.layers, cls) \
+        elif legacy and module is None and "name" in conf and not _is_keras_layer(cls) \
                 and cls not in ("Functional", "Sequential", "Model"):
             found.append(f"{name} ({cls})")  # legacy .h5 config naming a non-Keras class
     return found
+
+
+def _is_keras_layer(cls: str) -> bool:
+    import keras
+
+    return hasattr(keras.layers, cls)
+
+
+def check_model_file(path, *, trust: bool = False, legacy: bool = True) -> dict:
+    """Check a model file before loading it and return its config: it exists, is a ``.keras``/``.h5``
+    file whose config reads, and holds nothing that would run code (unless ``trust``). With
+    ``legacy=False`` Keras is not imported (a cheap check, e.g. in the pytest-xdist controller)."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"model file not found: {path}")
+    if path.is_dir():
+        kind = "a TensorFlow SavedModel directory" if (path / "saved_model.pb").exists() else "a directory"
+        raise ModelLoadError(f"{path} is {kind}; modtest reads .keras and .h5 files: {_CONVERT_HINT}")
+    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise ModelLoadError(f"unsupported model file {path.name!r}: modtest reads .keras and .h5 "
+                             f"files; {_CONVERT_HINT}")
+    config = _read_config(path)
+    risky = unsafe_objects(config, legacy=legacy)
+    if risky and not trust:
+        raise UnsafeModelError(
+            f"{path.name} contains code that would run on loading: {', '.join(risky[:5])}; "
+            f"pass trust=True (--modtest-trust-model) if you trust this file")
+    return config
 
 
 def load_model(model, *, trust: bool = False, custom_objects: dict | None = None):
@@ -127,20 +155,7 @@ def load_model(model, *, trust: bool = False, custom_objects: dict | None = None
     if not isinstance(model, (str, os.PathLike)):
         raise ModelLoadError(f"expected a model path or a keras.Model, got {type(model).__name__}")
     path = Path(model)
-    if not path.exists():
-        raise ModelLoadError(f"model file not found: {path}")
-    if path.is_dir():
-        kind = "a TensorFlow SavedModel directory" if (path / "saved_model.pb").exists() else "a directory"
-        raise ModelLoadError(f"{path} is {kind}; modtest reads .keras and .h5 files: {_CONVERT_HINT}")
-    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-        raise ModelLoadError(f"unsupported model file {path.name!r}: modtest reads .keras and .h5 "
-                             f"files; {_CONVERT_HINT}")
-    config = _read_config(path)
-    risky = unsafe_objects(config)
-    if risky and not trust:
-        raise UnsafeModelError(
-            f"{path.name} contains code that would run on loading: {', '.join(risky[:5])}; "
-            f"pass trust=True (--modtest-trust-model) if you trust this file")
+    check_model_file(path, trust=trust)
     try:
         loaded = keras.saving.load_model(path, compile=False, safe_mode=not trust,
                                          custom_objects=custom_objects)

@@ -470,6 +470,13 @@ def pytest_sessionstart(session):
     try:
         if state.data_explicit:
             state.raw_data()  # unreadable/incomplete .npz: found without importing keras
+        if session.config.pluginmanager.hasplugin("dsession"):
+            # pytest-xdist controller: it runs no test, so it checks the file without importing
+            # Keras (seconds of serial start-up); the workers load the model and report the rest
+            from modtest.model import check_model_file
+
+            check_model_file(state.model_path, trust=state.trust, legacy=False)
+            return
         model = state.get_model()
         if state.data_explicit:
             state.data_for(model)

@@ -420,3 +420,22 @@ def test_claims_of_a_worker_that_crashes_later_still_count(pytester, modtest_stu
     assert set(claims) == {"test_a", "test_c"}
     assert claims["test_a"]["p_corrected"] == pytest.approx(0.06)
     assert res.ret == 1  # the crash, and test_a failing after correction
+
+
+def test_xdist_controller_checks_the_model_file_without_keras(pytester, saved_model):
+    """Under xdist the controller runs no test: it checks the file's format and safety without
+    importing Keras (seconds of serial start-up), and a bad file is still a one-line usage error."""
+    pytester.makeconftest("""
+        import sys
+
+        def pytest_sessionfinish(session):
+            if not hasattr(session.config, "workerinput"):
+                with open("controller-keras.txt", "w") as f:
+                    f.write(str("keras" in sys.modules))
+    """)
+    pytester.makepyfile("def test_model(model):\n    assert model.name\n")
+    run(pytester, "-n", "1", "--model", str(saved_model)).assert_outcomes(passed=1)
+    assert (pytester.path / "controller-keras.txt").read_text() == "False"
+    corrupt = pytester.path / "corrupt.keras"
+    corrupt.write_bytes(b"not a zip file at all")
+    one_line_usage_error(run(pytester, "-n", "1", "--model", str(corrupt)), "corrupt .keras file")

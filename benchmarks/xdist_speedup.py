@@ -13,6 +13,8 @@ Three measurements, each printed as a ratio measured in this run, with the machi
 3. lesion_study of the example MLP (k=12, 20 random) run by 1 process vs W processes sharing one
    workshare folder; time from a common start signal (imports and model loading excluded) to the
    last process's result.
+4. The same for visualization_study of the example CNN (batch_size 16, so 11 work units): the
+   probe whose work outweighs start-up even on the small example.
 
 Target (issue 9): >= 1.6x at 2 workers. On a 2-core machine that other jobs share the ratio is
 capped by the free cores: the load average is printed.
@@ -78,6 +80,28 @@ WORKER = textwrap.dedent('''
 ''')
 
 
+VIS_WORKER = textwrap.dedent('''
+    import json, sys, time
+    from pathlib import Path
+    from modtest._examples import EXAMPLE_CNN
+    from modtest.cluster import cluster
+    from modtest.model import load_model
+    from modtest.visualization_probe import visualization_study
+    from modtest.workshare import WorkShare
+
+    tmp, name = Path(sys.argv[1]), sys.argv[2]
+    model = load_model(EXAMPLE_CNN)
+    part = cluster(model, k=12, seed=0)
+    share = WorkShare(tmp / "share")
+    (tmp / (name + ".ready")).write_text("1")
+    while not (tmp / "go").exists():
+        time.sleep(0.005)
+    res = visualization_study(model, part, seed=0, batch_size=16, workshare=share)
+    (tmp / (name + ".json")).write_text(json.dumps({"end": time.time(), "computed": share.stats.computed,
+        "rows": json.loads(res.to_json())["rows"]}))
+''')
+
+
 def _load() -> str:
     try:
         return "load average %.1f" % os.getloadavg()[0]
@@ -119,11 +143,11 @@ def _plugin_has_prefetch() -> bool:
     return any(o[0] == "--modtest-prefetch" for o in getattr(plugin, "_OPTIONS", ()))
 
 
-def _workshare(n: int, tmp: Path) -> tuple[float, list]:
+def _workshare(n: int, tmp: Path, script: str = WORKER, what: str = "lesion_study") -> tuple[float, list]:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    (tmp / "worker.py").write_text(WORKER)
+    (tmp / "worker.py").write_text(script)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     procs = [subprocess.Popen([sys.executable, str(tmp / "worker.py"), str(tmp), f"w{i}"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(n)]
@@ -141,7 +165,7 @@ def _workshare(n: int, tmp: Path) -> tuple[float, list]:
     outs = [json.loads((tmp / f"w{i}.json").read_text()) for i in range(n)]
     dt = max(o["end"] for o in outs) - t0
     same = all(o["rows"] == outs[0]["rows"] for o in outs)
-    print(f"    lesion_study, {n} process(es): {dt:7.1f} s  (units computed per process "
+    print(f"    {what}, {n} process(es): {dt:7.1f} s  (units computed per process "
           f"{[o['computed'] for o in outs]}, same rows in all: {same}; {_load()})")
     return dt, outs
 
@@ -172,6 +196,12 @@ def main(argv=None) -> int:
             sw, ow = _workshare(w, tmp / "sw")
             print(f"   speed-up {w} processes vs 1: {s1 / sw:.2f} x   (results identical: "
                   f"{o1[0]['rows'] == ow[0]['rows']})")
+            print("4. visualization_study of the example CNN (k=12, 9 random, batch_size 16: one unit per "
+                  "16 images), shared through a workshare folder:")
+            v1, q1 = _workshare(1, tmp / "v1", VIS_WORKER, "visualization_study")
+            vw, qw = _workshare(w, tmp / "vw", VIS_WORKER, "visualization_study")
+            print(f"   speed-up {w} processes vs 1: {v1 / vw:.2f} x   (results identical: "
+                  f"{q1[0]['rows'] == qw[0]['rows']})")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -5,20 +5,41 @@ a weight graph, spectral clustering into sub-clusters, lesion and visualization 
 random same-layer controls, network-level statistics, and assertions judged per pytest session.
 Heavy modules (Keras, matplotlib) load only when a name that needs them is used.
 """
-from modtest.assertions import (
-    assert_clusterable, assert_importance, assert_input_coherence, assert_output_coherence,
-)
+import importlib
+
+# functions named like their modules are bound eagerly: importing ``modtest.cluster`` sets the
+# package attribute ``cluster`` to the submodule, which would hide a lazily exported function
 from modtest.cluster import Partition, cluster
 from modtest.clusterability import ClusterabilityResult, clusterability
-from modtest.errors import (
-    DataError, InvalidInput, ModelLoadError, ModtestError, NoTestableSubclusters,
-    UnsafeModelError, UnsupportedModelError,
-)
-from modtest.graph import WeightGraph, build_graph
-from modtest.lesion import double_lesion_study, lesion_study
-from modtest.model import load_model
-from modtest.results import Claim, ProbeResult, SubCluster
-from modtest.visualization_probe import untrained_control, visualization_study
+
+#: public name -> the module that defines it; imported on first use (PEP 562), so that loading the
+#: pytest plugin, which every pytest run does where modtest is installed, stays cheap
+_EXPORTS = {
+    "assert_clusterable": "modtest.assertions", "assert_importance": "modtest.assertions",
+    "assert_input_coherence": "modtest.assertions", "assert_output_coherence": "modtest.assertions",
+    "DataError": "modtest.errors", "InvalidInput": "modtest.errors", "ModelLoadError": "modtest.errors",
+    "ModtestError": "modtest.errors", "NoTestableSubclusters": "modtest.errors",
+    "UnsafeModelError": "modtest.errors", "UnsupportedModelError": "modtest.errors",
+    "WeightGraph": "modtest.graph", "build_graph": "modtest.graph",
+    "double_lesion_study": "modtest.lesion", "lesion_study": "modtest.lesion",
+    "load_model": "modtest.model",
+    "Claim": "modtest.results", "ProbeResult": "modtest.results", "SubCluster": "modtest.results",
+    "untrained_control": "modtest.visualization_probe", "visualization_study": "modtest.visualization_probe",
+}
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modtest' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __version__ = "0.1.0"
 

@@ -10,7 +10,6 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 
 from modtest._validation import check_choice, check_k, check_seed
 from modtest.graph import WeightGraph, build_graph
@@ -50,6 +49,8 @@ class Partition:
 
 def ncut(adjacency, labels) -> float:
     """Sum over clusters of cut(X, rest) / vol(X); nodes labelled -1 are ignored. In [0, k]."""
+    import scipy.sparse as sp
+
     a = sp.csr_matrix(adjacency)
     labels = np.asarray(labels)
     deg = np.asarray(a.sum(axis=1)).ravel()
@@ -111,6 +112,7 @@ def spectral_labels_large(adjacency, k: int, seed: int, n_init: int = 25) -> np.
     D^-1/2 A D^-1/2, which ARPACK finds from matrix-vector products alone. Embedding, sign flip,
     random stream and k-means follow scikit-learn step by step, so labels equal its ARPACK path.
     """
+    import scipy.sparse as sp
     from scipy.sparse.linalg import eigsh
     from sklearn.cluster import k_means
     from sklearn.utils import check_random_state

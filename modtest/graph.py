@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 
 from modtest import model as _model
 from modtest.errors import InvalidInput, UnsupportedModelError
@@ -53,7 +52,7 @@ class WeightGraph:
     Nodes are numbered layer by layer: node ``offsets[i] + u`` is unit ``u`` of ``layer_names[i]``.
     """
 
-    adjacency: sp.csr_matrix
+    adjacency: "scipy.sparse.csr_matrix"
     kind: str
     layer_names: list[str]
     layer_sizes: list[int]
@@ -214,6 +213,8 @@ def graph_from_spec(spec: GraphSpec, kernels: dict[str, np.ndarray] | None = Non
         r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
     else:
         r = c = np.zeros(0, dtype=np.int64); v = np.zeros(0)
+    import scipy.sparse as sp  # here, not at import: the pytest plugin loads this package at start-up
+
     # both directions in one COO: tocsr() sums duplicate (parallel) edges
     adjacency = sp.coo_matrix((np.concatenate([v, v]), (np.concatenate([r, c]), np.concatenate([c, r]))),
                               shape=(n, n)).tocsr()

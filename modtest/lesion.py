@@ -1092,7 +1092,7 @@ def _shared_units(share, eng, subs, y, n_classes, metric, mh, n_random, seed, ke
 
 def double_lesion_study(model, partition, x, y, lesion_result, *, n_random: int = 50, seed: int = 0,
                         min_drop: float = 0.01, engine: str = "fast", batch_size: int = 1024,
-                        progress=None) -> dict:
+                        progress=None, workshare=None) -> dict:
     """Pairwise lesions of important sub-clusters in different layers (paper A.10, figure 9).
 
     For X (earlier layer) and Y: ``damage(X u Y)`` against ``n_random`` random ``X u Y'`` (Y' of
@@ -1108,6 +1108,8 @@ def double_lesion_study(model, partition, x, y, lesion_result, *, n_random: int 
     seed : int
     min_drop : float, smallest extra damage that counts
     engine : "fast" or "reference"
+    workshare : None, a folder path or a :class:`modtest.workshare.WorkShare`: share the pairs
+        (one work unit each) with the other processes using the same folder; same result
 
     Returns
     -------
@@ -1122,6 +1124,7 @@ def double_lesion_study(model, partition, x, y, lesion_result, *, n_random: int 
     from modtest._validation import check_data, check_seed
     from modtest.model import load_model, model_hash, output_size, unit_layers
     from modtest.results import ProbeResult
+    from modtest.workshare import as_workshare
 
     n_random = _check_pos_int("n_random", n_random)
     seed = check_seed(seed)
@@ -1157,15 +1160,34 @@ def double_lesion_study(model, partition, x, y, lesion_result, *, n_random: int 
     pairs_todo = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
                   if units[a][0] != units[b][0]]
     pairs = []
+    share = as_workshare(workshare)
     with Progress(len(pairs_todo) * 2 * (n_random + 1), "double lesion", enabled=progress) as bar:
-        for xn, yn in pairs_todo:
+        def damages(pair, on_progress=None):
+            """One work unit: the joint damages of X u Y' and X' u Y (true set first)."""
+            xn, yn = pair
             (lx, ux, sx), (ly, uy, sy) = units[xn], units[yn]
             ry = random_unit_sets(sy, len(uy), n_random, mh, "double_lesion", xn, yn, "Y", seed)
             rx = random_unit_sets(sx, len(ux), n_random, mh, "double_lesion", xn, yn, "X", seed)
-            lab_y = eng.labels(ly, [uy] + list(ry), fixed=[(lx, ux)], on_progress=bar.update)
-            lab_x = eng.labels(lx, [ux] + list(rx), fixed=[(ly, uy)], on_progress=bar.update)
-            dy = base_score - scores(lab_y, y, n_classes, metric)[0]
-            dx = base_score - scores(lab_x, y, n_classes, metric)[0]
+            lab_y = eng.labels(ly, [uy] + list(ry), fixed=[(lx, ux)], on_progress=on_progress)
+            lab_x = eng.labels(lx, [ux] + list(rx), fixed=[(ly, uy)], on_progress=on_progress)
+            return {"dy": (base_score - scores(lab_y, y, n_classes, metric)[0]).tolist(),
+                    "dx": (base_score - scores(lab_x, y, n_classes, metric)[0]).tolist()}
+
+        if share is None:
+            got = {pair: damages(pair, bar.update) for pair in pairs_todo}
+        else:
+            from modtest.cache import data_hash
+            from modtest.workshare import unit_key
+
+            dh = data_hash(x, y)
+            items = [(unit_key("double-lesion-unit", mh, dh, metric, keep_bias, engine, n_random, seed,
+                               n_classes, base_score, xn, yn, units[xn][0], units[xn][1].tolist(),
+                               units[yn][0], units[yn][1].tolist()), (xn, yn)) for xn, yn in pairs_todo]
+            by_key = share.run(items, damages, on_unit=lambda k, v, how: bar.update(2 * (n_random + 1)))
+            got = {pair: by_key[key] for key, pair in items}
+        for xn, yn in pairs_todo:
+            lx, ly = units[xn][0], units[yn][0]
+            dy, dx = np.asarray(got[(xn, yn)]["dy"]), np.asarray(got[(xn, yn)]["dx"])
             joint = float(dy[0])
             delta_y = joint - single[xn]
             delta_x = joint - single[yn]

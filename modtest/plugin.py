@@ -44,7 +44,9 @@ _OPTIONS = (
      "xdist worker) joins at session start, sharing its work units through <cache>/workshare"),
 )
 #: probes that --modtest-prefetch can compute cooperatively (split into work units)
-_PREFETCHABLE = ("lesion",)
+#: (clusterability is not: its n_shuffles comes from each assertion, so a session-wide prefetch
+#: would compute another cache entry; idle xdist workers still join it, see ProbeStore.help)
+_PREFETCHABLE = ("lesion", "visualization")
 _COMPARE_HELP = ("compare the audit with baseline NAME (no NAME, or the ini value 'latest': the most "
                  "recent); fail the session when a claim that held no longer holds or a "
                  "--modtest-compare-fail rule breaks. Write --modtest-compare=NAME")
@@ -97,6 +99,7 @@ class ModtestState:
     started: float = 0.0
     collector: _session.ClaimCollector = None
     store: object = None
+    helped: dict = field(default_factory=dict)  # probe -> units idle xdist workers computed for others
     _model: object = field(default=None, repr=False)
     _raw: tuple | None = field(default=None, repr=False)
 
@@ -198,7 +201,7 @@ def _parse_state(config) -> ModtestState:
             probe = MEASURES[name].probe
             if probe not in _PREFETCHABLE:
                 raise pytest.UsageError(f"--modtest-prefetch: measure {name!r} (probe {probe!r}) cannot "
-                                        f"be shared out yet; supported probes: {', '.join(_PREFETCHABLE)}")
+                                        f"be prefetched; supported probes: {', '.join(_PREFETCHABLE)}")
             if probe not in prefetch:
                 prefetch.append(probe)
     cache = vals["modtest_cache"][0] or (config.rootpath / ".modtest" / "cache")
@@ -279,7 +282,12 @@ def pytest_configure(config):
     defaults = _session.SessionDefaults(k=state.k, alpha=state.alpha, seed=state.seed,
                                         data=state.data_for, trust=state.trust)
     state.collector = _session.ClaimCollector(state.correction, defaults)
-    state.store = _recording_store(ProbeStore)(ProbeCache(state.cache_dir))
+    share = None
+    if hasattr(config, "workerinput"):  # xdist worker: splittable probes share units with the others
+        from modtest.workshare import WorkShare
+
+        share = WorkShare(state.cache_dir / "workshare")
+    state.store = _recording_store(ProbeStore)(ProbeCache(state.cache_dir), workshare=share)
     if state.compare_name is not None and not hasattr(config, "workerinput"):
         from modtest.storage import BaselineStorage, StorageError
 
@@ -310,8 +318,8 @@ def _recording_store(base):
     """A ProbeStore that also remembers, per key, what each probe ran on (k, seed, hashes)."""
 
     class RecordingStore(base):
-        def __init__(self, cache=None):
-            super().__init__(cache)
+        def __init__(self, cache=None, workshare=None):
+            super().__init__(cache, workshare)
             self.meta: dict[str, dict] = {}
 
         def key(self, probe, model, x, y, k, seed, settings=None) -> str:
@@ -463,6 +471,9 @@ def pytest_sessionstart(session):
     import time
 
     state.started = time.perf_counter()
+    controller = session.config.pluginmanager.hasplugin("dsession")  # pytest-xdist: runs no test
+    if controller:
+        _warm_up_correction()
     if not state.explicit or hasattr(session.config, "workerinput"):
         return
     from modtest.errors import ModtestError
@@ -470,9 +481,8 @@ def pytest_sessionstart(session):
     try:
         if state.data_explicit:
             state.raw_data()  # unreadable/incomplete .npz: found without importing keras
-        if session.config.pluginmanager.hasplugin("dsession"):
-            # pytest-xdist controller: it runs no test, so it checks the file without importing
-            # Keras (seconds of serial start-up); the workers load the model and report the rest
+        if controller:  # check the file without importing Keras (seconds of serial start-up);
+            # the workers load the model and report the rest
             from modtest.model import check_model_file
 
             check_model_file(state.model_path, trust=state.trust, legacy=False)
@@ -482,6 +492,20 @@ def pytest_sessionstart(session):
             state.data_for(model)
     except ModtestError as exc:
         raise pytest.UsageError(f"modtest: {exc}") from None
+
+
+def _warm_up_correction() -> None:
+    """Import the multiple-comparison code in a background thread of the idle xdist controller, so
+    the session-wide correction at the end does not wait for it (most of a second)."""
+    import threading
+
+    def load():
+        try:
+            import statsmodels.stats.multitest  # noqa: F401
+        except Exception:  # noqa: BLE001 - the correction imports it again and reports any error
+            pass
+
+    threading.Thread(target=load, name="modtest-warm-up", daemon=True).start()
 
 
 def pytest_collection_finish(session):
@@ -495,16 +519,15 @@ def pytest_collection_finish(session):
     import warnings
 
     from modtest.errors import ModtestError
-    from modtest.workshare import prefetch_lesion
+    from modtest.workshare import prefetch
 
     try:
         model = state.get_model()
         x, y = state.data_for(model)
         for probe in state.prefetch:
-            if probe == "lesion":
-                prefetch_lesion(state.store, model, x, y, state.k, state.seed,
-                                state.collector.defaults.settings.get("lesion", {}),
-                                workshare=state.cache_dir / "workshare")
+            prefetch(state.store, probe, model, x, y, state.k, state.seed,
+                     state.collector.defaults.settings.get(probe, {}),
+                     workshare=state.cache_dir / "workshare")
     except ModtestError as exc:  # the tests report it themselves; do not crash the worker
         warnings.warn(f"modtest: --modtest-prefetch skipped: {exc}", stacklevel=1)
 
@@ -552,10 +575,32 @@ def pytest_testnodedown(node, error):
     state = node.config.stash.get(_KEY, None)
     out = getattr(node, "workeroutput", None) or {}
     if state is not None:
+        for probe, n in (out.get("modtest_helped") or {}).items():
+            state.helped[probe] = state.helped.get(probe, 0) + int(n)
         if out.get("modtest_audit"):
             if not hasattr(state, "_worker_audits"):
                 state._worker_audits = []
             state._worker_audits.append(out["modtest_audit"])
+
+
+def _help_other_workers(state) -> None:
+    """An xdist worker out of tests joins the probes other workers are still computing (their open
+    jobs in the shared workshare folder), when it has the model loaded already."""
+    if state._model is None or state.store.workshare is None:
+        return
+    import numpy as np
+
+    from modtest.errors import ModtestError
+
+    datasets = [(np.zeros(0, np.float32), np.zeros(0, np.int64))]  # what clusterability runs on
+    try:
+        datasets.append(state.data_for(state._model))
+    except ModtestError:
+        pass
+    try:
+        state.store.help(state._model, datasets)
+    except ModtestError:  # the worker that owns the job reports any error itself
+        pass
 
 
 def _fail_reports(config, failed: dict) -> bool:
@@ -597,6 +642,9 @@ def pytest_sessionfinish(session, exitstatus):
         return
     col = state.collector
     if hasattr(config, "workerinput"):  # xdist worker: the controller corrects (claims went with reports)
+        _help_other_workers(state)
+        if state.store.helped:
+            config.workeroutput["modtest_helped"] = dict(state.store.helped)
         wants = (state.json_path, state.html_path, state.save_name, state.compare_name)
         if any(w is not None for w in wants):
             try:
@@ -639,6 +687,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                for cat in ("xfailed", "xpassed") for rep in tr.stats.get(cat, ())}
     expected = [c for c in col.failures() if c.nodeid in xfailed]
     tr.section("modtest")
+    if state.helped:
+        tr.write_line("work units computed by idle xdist workers for others' probes: "
+                      + ", ".join(f"{p} {n}" for p, n in sorted(state.helped.items())))
     tr.write_line(f"{len(col.claims)} assertion(s), {col.method} correction, "
                   f"{len(col.failures()) - len(expected)} failed"
                   + (f", {len(expected)} expected to fail (xfail)" if expected else "")

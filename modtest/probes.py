@@ -46,6 +46,8 @@ class ProbeContext:
     k: int
     seed: int
     settings: dict = field(default_factory=dict)
+    #: a :class:`modtest.workshare.WorkShare` through which processes share a splittable probe's units
+    workshare: Any = None
 
     @property
     def partition(self):
@@ -84,24 +86,30 @@ def get_measure(name: str) -> Measure:
 def _lesion(ctx: ProbeContext) -> ProbeResult:
     from modtest.lesion import lesion_study
 
-    return lesion_study(ctx.model, ctx.partition, ctx.x, ctx.y, seed=ctx.seed, **ctx.settings)
+    return lesion_study(ctx.model, ctx.partition, ctx.x, ctx.y, seed=ctx.seed, workshare=ctx.workshare,
+                        **ctx.settings)
 
 
 def _visualization(ctx: ProbeContext) -> ProbeResult:
     from modtest.visualization_probe import visualization_study
 
-    return visualization_study(ctx.model, ctx.partition, seed=ctx.seed, **ctx.settings)
+    return visualization_study(ctx.model, ctx.partition, seed=ctx.seed, workshare=ctx.workshare,
+                               **ctx.settings)
 
 
 def _clusterability(ctx: ProbeContext) -> ProbeResult:
     from modtest.clusterability import clusterability
 
-    r = clusterability(ctx.model, k=ctx.k, seed=ctx.seed, **ctx.settings)
+    r = clusterability(ctx.model, k=ctx.k, seed=ctx.seed, workshare=ctx.workshare, **ctx.settings)
     net = {"p": r.p_value, "fisher_p": r.p_value, "chi2_p": r.p_value, "statistic": r.z_score,
            "ncut": r.ncut, "z_score": r.z_score, "n": len(r.shuffled_ncuts), "n_excluded": 0}
     return ProbeResult(probe="clusterability", rows=[], network={"clusterability": net},
                        settings={"k": r.k, "seed": r.seed, **ctx.settings},
                        extras={"shuffled_ncuts": list(r.shuffled_ncuts)})
+
+
+#: Probes whose compute functions take ``ctx.workshare`` and split their work into units.
+SPLITTABLE = {"lesion", "clusterability", "visualization"}
 
 
 def register_builtin_measures() -> None:
@@ -155,12 +163,19 @@ class ProbeRun:
 
 
 class ProbeStore:
-    """Probe results of one process: an in-memory dict in front of an optional disk cache."""
+    """Probe results of one process: an in-memory dict in front of an optional disk cache.
 
-    def __init__(self, cache=None):
+    With a ``workshare`` (a :class:`modtest.workshare.WorkShare` shared by several processes, e.g.
+    pytest-xdist workers), a splittable probe computed here is announced as an open job while it
+    runs, so that processes with nothing left to do can :meth:`help` with its work units.
+    """
+
+    def __init__(self, cache=None, workshare=None):
         self.cache = cache
+        self.workshare = workshare
         self.memory: dict[str, ProbeRun] = {}
         self.computed: dict[str, int] = {}
+        self.helped: dict[str, int] = {}  # probe -> work units this process computed for others
         self._lock = threading.RLock()
 
     def key(self, probe, model, x, y, k, seed, settings=None) -> str:
@@ -181,7 +196,17 @@ class ProbeStore:
             def compute():
                 self.computed[probe] = self.computed.get(probe, 0) + 1
                 t = time.perf_counter()
-                out = PROBES[probe](ctx)
+                job = None
+                if self.workshare is not None and probe in SPLITTABLE:
+                    ctx.workshare = self.workshare
+                    job = self.workshare.announce(
+                        {"probe": probe, "k": int(k), "seed": int(seed), "settings": settings,
+                         "model": model_fingerprint(model), "data": data_fingerprint(x, y)})
+                try:
+                    out = PROBES[probe](ctx)
+                finally:
+                    if job is not None:
+                        self.workshare.retire(job)
                 if isinstance(out.extras, dict):  # kept in the cache entry: the cold wall time
                     out.extras.setdefault("seconds", time.perf_counter() - t)
                 return out
@@ -195,6 +220,36 @@ class ProbeStore:
             run = ProbeRun(result, seconds, "computed" if fresh else "disk", key)
             self.memory[key] = run
             return run
+
+    def help(self, model, datasets) -> int:
+        """Join the open jobs of other processes on ``model`` (computing free work units); returns
+        the number of units computed. ``datasets`` are the ``(x, y)`` this process could run the
+        probes on; a job whose data fingerprint matches none of them is left alone."""
+        if self.workshare is None:
+            return 0
+        from modtest.workshare import unit_key
+
+        jobs = self.workshare.open_jobs()
+        if not jobs:
+            return 0
+        mfp = model_fingerprint(model)
+        data = {data_fingerprint(x, y): (x, y) for x, y in datasets}
+        before = self.workshare.stats.computed
+        for job in jobs:
+            probe = job.get("probe")
+            if probe not in SPLITTABLE or job.get("model") != mfp or job.get("data") not in data:
+                continue
+            x, y = data[job["data"]]
+            settings = dict(job.get("settings") or {})
+            if self.cache is not None and self.cache.get(
+                    self.key(probe, model, x, y, job["k"], job["seed"], settings)) is not None:
+                self.workshare.retire(unit_key("job", job))  # done; its owner died before retiring it
+                continue
+            n0 = self.workshare.stats.computed
+            PROBES[probe](ProbeContext(model, x, y, int(job["k"]), int(job["seed"]), settings,
+                                       self.workshare))
+            self.helped[probe] = self.helped.get(probe, 0) + self.workshare.stats.computed - n0
+        return self.workshare.stats.computed - before
 
     def get(self, probe: str, model, x, y, k: int, seed: int, settings: dict | None = None) -> ProbeResult:
         return self.run(probe, model, x, y, k, seed, settings).result

@@ -37,9 +37,16 @@ import numbers
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-from scipy import stats as _sps
 
 from modtest.errors import InvalidInput
+
+
+def _scipy_stats():
+    """scipy.stats, imported on first use: it takes most of a second, and the pytest plugin (loaded
+    by every pytest run where modtest is installed) reads this module's constants at start-up."""
+    from scipy import stats
+
+    return stats
 
 __all__ = [
     "empirical_p", "fisher_centered", "chi2_categorical", "combine_pvalues", "correct",
@@ -183,7 +190,7 @@ def fisher_centered(p, n_random) -> tuple[float, float]:
                            f"p-value from n_random={n_random} controls")
     centred = np.minimum(arr, 1.0) - half
     stat = float(-2.0 * np.log(centred).sum())
-    return stat, float(_sps.chi2.sf(stat, 2 * arr.size))
+    return stat, float(_scipy_stats().chi2.sf(stat, 2 * arr.size))
 
 
 #: Below this expected count per grid value the chi-squared law is a poor approximation (the
@@ -236,7 +243,7 @@ def chi2_categorical(p, n_random, method: str = "auto") -> tuple[float, float]:
     expected = arr.size / n_bins
     stat = float(((counts - expected) ** 2 / expected).sum())
     if method == "asymptotic" or (method == "auto" and expected >= CHI2_MIN_EXPECTED):
-        return stat, float(_sps.chi2.sf(stat, n_random))
+        return stat, float(_scipy_stats().chi2.sf(stat, n_random))
     sim_stats = _chi2_null(int(arr.size), n_bins)
     n_at_least = sim_stats.size - np.searchsorted(sim_stats, stat - 1e-9, side="left")
     return stat, float((1 + n_at_least) / (sim_stats.size + 1))
@@ -571,5 +578,5 @@ def binomial_interval(k, n, level: float = 0.95) -> tuple[float, float]:
         raise InvalidInput(f"need 0 <= k <= n and n >= 1, got k={k!r}, n={n!r}")
     if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
         raise InvalidInput(f"level must be in (0, 1), got {level!r}")
-    ci = _sps.binomtest(int(k), int(n)).proportion_ci(confidence_level=float(level), method="exact")
+    ci = _scipy_stats().binomtest(int(k), int(n)).proportion_ci(confidence_level=float(level), method="exact")
     return float(ci.low), float(ci.high)

@@ -33,7 +33,8 @@ def filter_subclusters(partition, *, min_size: int = 3, max_fraction: float = 0.
 def visualization_study(model, partition, *, n_random: int = 9, seed: int = 0, min_size: int = 3,
                         max_fraction: float = 0.8, steps: int = 256, lr: float = 0.05,
                         param: str = "pixel", transforms="auto", batch_size: int = 128,
-                        value_range=(0.0, 1.0), image_shape=None, return_images: bool = False):
+                        value_range=(0.0, 1.0), image_shape=None, return_images: bool = False,
+                        workshare=None):
     """Input/output coherence and activational variance of sub-clusters by feature visualization.
 
     Parameters
@@ -55,6 +56,10 @@ def visualization_study(model, partition, *, n_random: int = 9, seed: int = 0, m
     return_images : bool
         Also return the images: ``{sub-cluster name: ndarray (1 + n_random, H, W, C)}``, row 0 the
         true set, rows 1.. its random controls.
+    workshare : None, a folder path or a :class:`modtest.workshare.WorkShare`
+        Share the work with other processes using the same folder: one unit per chunk of
+        ``batch_size`` images, so the result is the same whoever computes which chunk (ignored with
+        ``return_images``: images are not published).
 
     Returns
     -------
@@ -73,6 +78,7 @@ def visualization_study(model, partition, *, n_random: int = 9, seed: int = 0, m
     """
     from modtest import visualize
     from modtest.model import model_hash
+    from modtest.workshare import as_workshare
     from modtest.stats import combine_pvalues, empirical_p
 
     n_random = check_int("n_random", n_random, minimum=1)
@@ -95,20 +101,50 @@ def visualization_study(model, partition, *, n_random: int = 9, seed: int = 0, m
         for r, units in enumerate(unit_sets):
             objectives.append((s.layer, units))
             keys.append((seed, "visualization", s.layer, s.cluster, r))
-    images, scores = visualize.render(model, objectives, steps=steps, lr=lr, param=param,
-                                      transforms=transforms, seed=keys, batch_size=batch_size,
-                                      value_range=value_range, image_shape=image_shape)
     layers = list(dict.fromkeys(s.layer for s in tested))
-    acts, probs = visualize._forward(model, images, layers, with_output=True, batch_size=batch_size)
-    ent = visualize.entropy(probs)
+    render_kw = dict(steps=steps, lr=lr, param=param, transforms=transforms, batch_size=batch_size,
+                     value_range=value_range, image_shape=image_shape)
+    all_images = [] if return_images else None
+
+    def chunk_stats(lo):
+        """Per-image statistics of objectives[lo:lo + batch_size]: one work unit. Every chunk is
+        rendered and read with the same compiled step and layer list, so a chunk's numbers do not
+        depend on which process computes it, nor on the other chunks."""
+        objs = objectives[lo:lo + batch_size]
+        images, scores = visualize.render(model, objs, seed=keys[lo:lo + batch_size], layers=layers,
+                                          **render_kw)
+        acts, probs = visualize._forward(model, images, layers, with_output=True, batch_size=batch_size)
+        if all_images is not None:
+            all_images.append(images)
+        picked = [acts[layer][i, units] for i, (layer, units) in enumerate(objs)]
+        return {"score": [float(v) for v in scores],
+                "entropy": [float(v) for v in visualize.entropy(probs)],
+                "variance": [float(a.var()) for a in picked],
+                "cov": [_cov(a) for a in picked]}
+
+    starts = list(range(0, len(objectives), batch_size))
+    share = None if return_images else as_workshare(workshare)
+    if share is None:
+        parts = [chunk_stats(lo) for lo in starts]
+    else:
+        from modtest.workshare import unit_key
+
+        fixed = {**render_kw, "transforms": _settings_transforms(transforms), "n_random": n_random,
+                 "seed": seed, "backend": _backend()}
+        items = [(unit_key("visualization-unit", mhash, fixed, layers,
+                           [[layer, units.tolist()] for layer, units in objectives[lo:lo + batch_size]],
+                           keys[lo:lo + batch_size]), lo) for lo in starts]
+        got = share.run(items, chunk_stats)
+        parts = [got[key] for key, _ in items]
+    stat = {name: np.array([v for part in parts for v in part[name]], dtype=np.float64)
+            for name in ("score", "entropy", "variance", "cov")}
+    scores, ent = stat["score"], stat["entropy"]
     per = n_random + 1
     rows, covs = [], []
     for j, s in enumerate(tested):
         idx = slice(j * per, (j + 1) * per)
-        var = np.array([acts[s.layer][j * per + r, sets[j][r]].var() for r in range(per)])
-        true_act = acts[s.layer][j * per, sets[j][0]]
-        mean = float(true_act.mean())
-        cov = float(true_act.std() / mean) if mean > 0 else float("nan")
+        var = stat["variance"][idx]
+        cov = float(stat["cov"][j * per])
         covs.append(cov)
         sc, en = scores[idx], ent[idx]
         rows.append({
@@ -142,8 +178,7 @@ def visualization_study(model, partition, *, n_random: int = 9, seed: int = 0, m
     settings = {
         "n_random": n_random, "seed": seed, "min_size": min_size, "max_fraction": max_fraction,
         "steps": steps, "lr": lr, "param": param,
-        "transforms": transforms if isinstance(transforms, str) or transforms is None
-        else [repr(t) for t in transforms],
+        "transforms": _settings_transforms(transforms),
         "batch_size": batch_size, "value_range": list(value_range) if value_range is not None else None,
         "engine": f"modtest.visualize/keras-{_backend()}", "model_hash": mhash,
     }
@@ -154,9 +189,21 @@ def visualization_study(model, partition, *, n_random: int = 9, seed: int = 0, m
     }
     result = ProbeResult(probe="visualization", rows=rows, network=network, settings=settings, extras=extras)
     if return_images:
+        images = np.concatenate(all_images)
         out = {s.name: images[j * per:(j + 1) * per] for j, s in enumerate(tested)}
         return result, out
     return result
+
+
+def _cov(act) -> float:
+    """Coefficient of variation std / mean of a unit set's activations (NaN when the mean is <= 0)."""
+    mean = float(act.mean())
+    return float(act.std() / mean) if mean > 0 else float("nan")
+
+
+def _settings_transforms(transforms):
+    """``transforms`` as a JSON value: a name, None, or the reprs of Transform objects."""
+    return transforms if isinstance(transforms, str) or transforms is None else [repr(t) for t in transforms]
 
 
 def _backend() -> str:

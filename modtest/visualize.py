@@ -620,7 +620,7 @@ def _compiled_step(model, key, build):
 
 def render(model, objectives, *, steps: int = 256, lr: float = 0.05, param: str = "pixel",
            transforms="auto", seed=0, batch_size: int = 128, value_range=(0.0, 1.0),
-           image_shape=None, resolve: bool = True, return_history: bool = False):
+           image_shape=None, resolve: bool = True, return_history: bool = False, layers=None):
     """Optimise one image per objective, all in one batch (chunked), and score the results.
 
     Parameters
@@ -653,6 +653,10 @@ def render(model, objectives, *, steps: int = 256, lr: float = 0.05, param: str 
     return_history : bool
         Also return the summed objective of each chunk at every step (with transforms), shape
         (n_chunks, steps).
+    layers : list of str or None
+        Layers the compiled objective reads, in order (default: the objectives' layers). Calls that
+        pass the same list run the same compiled step, so a chunk of objectives gives bit-identical
+        images whether it is rendered alone or within a longer list.
 
     Returns
     -------
@@ -690,7 +694,7 @@ def render(model, objectives, *, steps: int = 256, lr: float = 0.05, param: str 
     fill = 0.0 if value_range is None else (value_range[0] + value_range[1]) / 2.0
     parameterization = (_PixelParam if param == "pixel" else _FFTParam)(shape, value_range)
 
-    layers = list(dict.fromkeys(layer for layer, _ in objs))
+    layers = list(dict.fromkeys(list(layers or []) + [layer for layer, _ in objs]))
     acts_map = _resolve_layers(model, layers, resolve)
     firsts = [_unit_axis_first(model, name) for name in layers]
     widths = []

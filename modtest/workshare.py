@@ -32,7 +32,7 @@ from typing import Callable, Iterable
 from modtest.cache import digest_path
 from modtest.errors import CacheError, InvalidInput
 
-__all__ = ["WorkShare", "unit_key", "as_workshare", "prefetch_lesion", "WorkShareStats"]
+__all__ = ["WorkShare", "unit_key", "as_workshare", "prefetch", "prefetch_lesion", "WorkShareStats"]
 
 
 
@@ -135,6 +135,38 @@ class WorkShare:
                              f"process; remove {self.lock_path(key)} if no modtest process is running") \
                 from None
         return lock
+
+    # -- jobs: probes in progress that idle processes may join -----------------------------------
+    def announce(self, job: dict) -> str:
+        """Publish ``job`` (a JSON dict that says how to run a probe) as open; returns its key."""
+        from modtest._io import atomic_write_text
+
+        from modtest.results import _jsonable
+
+        job = _jsonable(dict(job))
+        key = unit_key("job", job)
+        path = digest_path(self.root / "jobs", key, ".job.json", "job key")
+        atomic_write_text(path, json.dumps({"key": key, "job": job}))
+        return key
+
+    def retire(self, key: str) -> None:
+        """The job ``key`` is done (its result is in the cache): no one needs to join it."""
+        try:
+            digest_path(self.root / "jobs", key, ".job.json", "job key").unlink()
+        except OSError:
+            pass
+
+    def open_jobs(self) -> list[dict]:
+        """The announced jobs not retired yet (unreadable files are skipped)."""
+        jobs = []
+        for path in sorted((self.root / "jobs").glob("*/*.job.json")):
+            try:
+                d = json.loads(path.read_text("utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(d, dict) and isinstance(d.get("job"), dict):
+                jobs.append(d["job"])
+        return jobs
 
     # -- the protocol ----------------------------------------------------------------------------
     def run(self, units: Iterable[tuple[str, object]], compute: Callable[[object], object],
@@ -249,19 +281,26 @@ def as_workshare(workshare) -> WorkShare | None:
 
 def prefetch_lesion(store, model, x, y, k: int, seed: int, settings: dict | None = None,
                     workshare=None):
-    """Compute the lesion probe cooperatively and put it in ``store`` (memory and disk cache).
+    """:func:`prefetch` of the lesion probe (what :func:`modtest.assertions.assert_importance` asks for)."""
+    return prefetch(store, "lesion", model, x, y, k, seed, settings, workshare)
 
-    Gives the same result and cache key as ``store.run("lesion", model, x, y, k, seed, settings)``
-    (what :func:`modtest.assertions.assert_importance` asks for), but the sub-clusters are shared
-    out between every process calling this with the same ``workshare`` folder (default
-    ``<cache root>/workshare``) instead of one process computing under the cache entry's lock while
-    the others wait. Returns the :class:`modtest.probes.ProbeRun`.
+
+def prefetch(store, probe: str, model, x, y, k: int, seed: int, settings: dict | None = None,
+             workshare=None):
+    """Compute a splittable probe cooperatively and put it in ``store`` (memory and disk cache).
+
+    Gives the same result and cache key as ``store.run(probe, model, x, y, k, seed, settings)`` (what
+    the assertions ask for), but the work units are shared out between every process calling this
+    with the same ``workshare`` folder (default ``<cache root>/workshare``) instead of one process
+    computing under the cache entry's lock while the others wait. Returns the
+    :class:`modtest.probes.ProbeRun`.
     """
-    from modtest.lesion import lesion_study
-    from modtest.probes import ProbeRun, get_partition
+    from modtest.probes import PROBES, SPLITTABLE, ProbeContext, ProbeRun
 
+    if probe not in SPLITTABLE:
+        raise InvalidInput(f"probe {probe!r} cannot be shared out; splittable: {', '.join(sorted(SPLITTABLE))}")
     settings = dict(settings or {})
-    key = store.key("lesion", model, x, y, k, seed, settings)
+    key = store.key(probe, model, x, y, k, seed, settings)
     if key in store.memory:
         return store.memory[key]
     cache = getattr(store, "cache", None)
@@ -273,17 +312,16 @@ def prefetch_lesion(store, model, x, y, k: int, seed: int, settings: dict | None
             return run
     if workshare is None:
         if cache is None:
-            raise InvalidInput("prefetch_lesion needs a workshare folder or a store with a disk cache")
+            raise InvalidInput("prefetch needs a workshare folder or a store with a disk cache")
         workshare = Path(cache.root) / "workshare"
     t0 = time.perf_counter()
-    result = lesion_study(model, get_partition(model, int(k), int(seed)), x, y, seed=int(seed),
-                          workshare=workshare, **settings)
+    result = PROBES[probe](ProbeContext(model, x, y, int(k), int(seed), settings, as_workshare(workshare)))
     if isinstance(result.extras, dict):
         result.extras.setdefault("seconds", time.perf_counter() - t0)
     fresh = True
     if cache is not None:  # the first process to get here writes; the others read the same thing
         result, fresh = cache.get_or_compute(key, lambda: result)
-    store.computed["lesion"] = store.computed.get("lesion", 0) + int(fresh)
+    store.computed[probe] = store.computed.get(probe, 0) + int(fresh)
     run = ProbeRun(result, time.perf_counter() - t0, "computed" if fresh else "disk", key)
     store.memory[key] = run
     return run

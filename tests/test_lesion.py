@@ -95,6 +95,21 @@ def test_double_lesion_fast_equals_reference():
     assert a["pairs"] and a["pairs"] == b["pairs"]
 
 
+def test_double_lesion_pairs_shared_as_work_units(tmp_path):
+    """With a workshare folder each pair is a work unit: a first process computes and publishes
+    them, a second finds them all; both results equal the unshared one."""
+    from modtest.workshare import WorkShare
+
+    model, x, y = _planted(depth=2, half=6, seed=1)
+    part = cluster(model, k=2, seed=0)
+    res = lesion_study(model, part, x, y, n_random=20, seed=0)
+    plain = double_lesion_study(model, part, x, y, res, n_random=5)
+    first, second = WorkShare(tmp_path / "share"), WorkShare(tmp_path / "share")
+    assert double_lesion_study(model, part, x, y, res, n_random=5, workshare=first) == plain
+    assert double_lesion_study(model, part, x, y, res, n_random=5, workshare=second) == plain
+    assert first.stats.computed == len(plain["pairs"]) > 0 and second.stats.found == len(plain["pairs"])
+
+
 # ------------------------------------------------------------------------------ null calibration
 
 def test_random_networks_show_no_importance_beyond_chance():

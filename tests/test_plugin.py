@@ -364,7 +364,8 @@ def test_backend_set_before_conftest_import(pytester):
 
 @pytest.mark.parametrize("value, match", [
     ("nonsense", "--modtest-prefetch: unknown measure 'nonsense'"),
-    ("clusterability", "cannot be shared out yet"),
+    ("importance,bogus", "--modtest-prefetch: unknown measure 'bogus'"),
+    ("clusterability", "cannot be prefetched"),
 ])
 def test_prefetch_bad_values_are_usage_errors(pytester, keep_env, value, match):
     pytester.makepyfile("def test_never():\n    raise SystemExit('must not run')\n")

@@ -235,18 +235,110 @@ def test_workshare_protocol_in_process(tmp_path):
         share.path("../../etc/passwd")
 
 
-def test_prefetch_lesion_fills_the_store_with_the_probe_result(tmp_path):
+@pytest.mark.parametrize("probe, settings", [
+    ("lesion", {"n_random": N_RANDOM, "progress": False}),
+    ("visualization", {"n_random": 3, "steps": 4, "batch_size": 8, "min_size": 1}),
+])
+def test_prefetch_fills_the_store_with_the_probe_result(tmp_path, probe, settings):
     from modtest.cache import ProbeCache
     from modtest.probes import ProbeStore
-    from modtest.workshare import prefetch_lesion
+    from modtest.workshare import prefetch, prefetch_lesion
 
     model, x, y = _model(tmp_path)
     store = ProbeStore(ProbeCache(tmp_path / "cache"))
-    run = prefetch_lesion(store, model, x, y, K, 0, {"n_random": N_RANDOM, "progress": False})
+    if probe == "lesion":
+        run = prefetch_lesion(store, model, x, y, K, 0, settings)
+    else:
+        run = prefetch(store, probe, model, x, y, K, 0, settings)
     assert run.source == "computed"
     assert list((tmp_path / "cache" / "workshare").glob("*/*.unit.json"))
     fresh = ProbeStore(ProbeCache(tmp_path / "cache"))  # what an assertion then gets: a disk hit
-    hit = fresh.run("lesion", model, x, y, K, 0, {"n_random": N_RANDOM, "progress": False})
-    assert hit.source == "disk" and hit.result.rows == run.result.rows
-    plain = ProbeStore().run("lesion", model, x, y, K, 0, {"n_random": N_RANDOM, "progress": False})
-    assert json.loads(plain.result.to_json())["rows"] == json.loads(run.result.to_json())["rows"]
+    hit = fresh.run(probe, model, x, y, K, 0, settings)
+    rows = json.loads(run.result.to_json())["rows"]  # JSON: a NaN CoV reads back as null
+    assert hit.source == "disk" and json.loads(hit.result.to_json())["rows"] == rows
+    plain = ProbeStore().run(probe, model, x, y, K, 0, settings)
+    assert json.loads(plain.result.to_json())["rows"] == rows
+
+
+def test_idle_process_helps_with_announced_jobs_and_results_match(tmp_path):
+    """A store with a workshare announces its splittable probe as a job while computing it; another
+    store (an idle xdist worker) that calls help() computes free units of the jobs on its model only;
+    the owner then finds them, and every result equals the serial one."""
+    from modtest.clusterability import clusterability
+    from modtest.probes import ProbeStore, data_fingerprint, model_fingerprint
+
+    model, x, y = _model(tmp_path)
+    share_dir = tmp_path / "share"
+    zeros = (np.zeros(0, np.float32), np.zeros(0, np.int64))
+    owner = WorkShare(share_dir)
+    job = {"probe": "clusterability", "k": 2, "seed": 0, "settings": {"n_shuffles": 6},
+           "model": model_fingerprint(model), "data": data_fingerprint(*zeros)}
+    key = owner.announce(job)
+    other = dict(job, model="0" * 64)  # a job on another model: not this helper's business
+    owner.announce(other)
+    assert len(owner.open_jobs()) == 2
+    helper = ProbeStore(workshare=WorkShare(share_dir))
+    assert helper.help(model, [zeros, (x, y)]) == 7  # the model's n-cut and its 6 shuffles
+    assert helper.helped == {"clusterability": 7}
+    shared = clusterability(model, k=2, n_shuffles=6, workshare=owner)
+    assert owner.stats.found == 7 and owner.stats.computed == 0
+    assert shared == clusterability(model, k=2, n_shuffles=6)
+    owner.retire(key)
+    assert owner.open_jobs() == [other]
+    assert ProbeStore().help(model, [zeros]) == 0  # no workshare: nothing to join
+
+
+def test_store_with_workshare_announces_while_computing_and_retires(tmp_path):
+    from modtest.probes import ProbeStore
+
+    model, x, y = _model(tmp_path)
+    share = WorkShare(tmp_path / "share")
+    seen = []
+    real_retire = share.retire
+    share.retire = lambda k: (seen.append(list(share.open_jobs())), real_retire(k))
+    store = ProbeStore(workshare=share)
+    zeros = (np.zeros(0, np.float32), np.zeros(0, np.int64))
+    res = store.run("clusterability", model, *zeros, 2, 0, {"n_shuffles": 4}).result
+    assert seen and seen[0][0]["probe"] == "clusterability" and seen[0][0]["settings"] == {"n_shuffles": 4}
+    assert share.open_jobs() == [] and share.stats.computed == 5
+    assert res.network["clusterability"]["n"] == 4
+
+
+def test_visualization_units_shared_match_serial(tmp_path):
+    """The visualization probe's units are chunks of batch_size images: a helper computing them
+    (through an announced job) gives the owner exactly the serial result."""
+    from modtest.cluster import cluster
+    from modtest.probes import ProbeStore, data_fingerprint, model_fingerprint
+    from modtest.visualization_probe import visualization_study
+
+    model, x, y = _model(tmp_path)
+    settings = {"n_random": 3, "steps": 4, "batch_size": 4, "min_size": 1}
+    part = cluster(model, k=K, seed=0)
+    serial = visualization_study(model, part, seed=0, **settings)
+    share = WorkShare(tmp_path / "share")
+    share.announce({"probe": "visualization", "k": K, "seed": 0, "settings": settings,
+                    "model": model_fingerprint(model), "data": data_fingerprint(x, y)})
+    helper = ProbeStore(workshare=WorkShare(tmp_path / "share"))
+    n_images = serial.extras["n_images"]
+    assert helper.help(model, [(x, y)]) == -(-n_images // 4) >= 2
+    owner = WorkShare(tmp_path / "share")
+    shared = visualization_study(model, part, seed=0, workshare=owner, **settings)
+    assert owner.stats.found == helper.helped["visualization"] and owner.stats.computed == 0
+    assert json.loads(shared.to_json())["rows"] == json.loads(serial.to_json())["rows"]
+    assert shared.network == serial.network
+
+
+def test_helper_retires_a_job_whose_result_is_already_cached(tmp_path):
+    """A job left open by a killed worker whose probe was computed since is closed, not redone."""
+    from modtest.cache import ProbeCache
+    from modtest.probes import ProbeStore, data_fingerprint, model_fingerprint
+
+    model, _, _ = _model(tmp_path)
+    zeros = (np.zeros(0, np.float32), np.zeros(0, np.int64))
+    cache = ProbeCache(tmp_path / "cache")
+    ProbeStore(cache).run("clusterability", model, *zeros, 2, 0, {"n_shuffles": 3})
+    share = WorkShare(tmp_path / "share")
+    share.announce({"probe": "clusterability", "k": 2, "seed": 0, "settings": {"n_shuffles": 3},
+                    "model": model_fingerprint(model), "data": data_fingerprint(*zeros)})
+    helper = ProbeStore(cache, workshare=share)
+    assert helper.help(model, [zeros]) == 0 and share.open_jobs() == []

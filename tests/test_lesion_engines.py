@@ -244,3 +244,30 @@ def test_equal_unit_sets_are_computed_once_and_reported_in_full():
     lab = fast.labels("d1", sets, on_progress=seen.append)
     assert calls == [2] and sum(seen) == len(sets)
     np.testing.assert_array_equal(lab, ReferenceEngine(model, x).labels("d1", sets))
+
+
+@pytest.mark.parametrize("kind", ["conv1d_bn_strided", "conv2d_strided_tanh"])
+def test_incremental_path_on_conv1d_and_strided_convs(kind):
+    """The per-unit increments (one depthwise convolution) also hold for Conv1D, strides and a
+    non-linear L2 activation (no batch norm to fold)."""
+    L = keras.layers
+    keras.utils.set_random_seed(3)
+    if kind == "conv1d_bn_strided":
+        shape = (12, 2)
+        model = keras.Sequential([keras.Input(shape), L.Conv1D(6, 3, padding="same", name="c1"),
+                                  L.BatchNormalization(), L.ReLU(), L.Conv1D(5, 3, strides=2, name="c2"),
+                                  L.BatchNormalization(), L.ReLU(), L.Flatten(),
+                                  L.Dense(4, activation="softmax")])
+    else:
+        shape = (9, 9, 1)
+        model = keras.Sequential([keras.Input(shape), L.Conv2D(6, 3, padding="same", activation="relu", name="c1"),
+                                  L.Conv2D(5, 3, strides=2, padding="same", activation="tanh", name="c2"),
+                                  L.Flatten(), L.Dense(4, activation="softmax")])
+    x = np.random.default_rng(0).normal(size=(50,) + shape).astype("float32")
+    sets = _sets(6, 8, np.random.default_rng(1))
+    fast, ref = FastEngine(model, x), ReferenceEngine(model, x)
+    inc = fast._incremental("c1")
+    assert inc is not None and (inc[3] is not None) == (kind == "conv1d_bn_strided")
+    a = ref.labels("c1", sets)
+    np.testing.assert_array_equal(a, fast.labels("c1", sets))
+    assert (a != ref.base_labels()).any()

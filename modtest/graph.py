@@ -12,11 +12,15 @@ function of the spec (:func:`graph_from_spec`), so that shuffled-weight controls
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from modtest import model as _model
 from modtest.errors import InvalidInput, UnsupportedModelError
+
+if TYPE_CHECKING:
+    import scipy.sparse
 
 
 @dataclass
@@ -52,7 +56,7 @@ class WeightGraph:
     Nodes are numbered layer by layer: node ``offsets[i] + u`` is unit ``u`` of ``layer_names[i]``.
     """
 
-    adjacency: "scipy.sparse.csr_matrix"
+    adjacency: scipy.sparse.csr_matrix
     kind: str
     layer_names: list[str]
     layer_sizes: list[int]

@@ -15,8 +15,14 @@ Two engines compute the predicted labels of lesioned networks:
   once up to the lesioned layer's output (the *prefix*, cached per layer), lesions become masks on
   that cached output, and many lesion variants of one layer are stacked along the batch axis and run
   through the rest of the network (the *suffix*, a ``keras.Model`` built over the same layers, also
-  reading any earlier tensor the suffix needs, e.g. a residual branch) in a few compiled calls.
-  Layers whose built-in activation is not elementwise fall back to the reference method.
+  reading any earlier tensor the suffix needs, e.g. a residual branch) in a few compiled calls; the
+  masks are applied inside those calls. Where a conv layer feeds the next conv L2 only through
+  per-channel layers (batch norm, activation, pooling), a lesion changes L2's pre-activation by a sum
+  of precomputed per-unit terms, so L2 is not recomputed: each batch of variants is one matrix
+  product ``mask @ increments`` (L2's batch norm folded in) and the rest of the network. Rows whose
+  top-2 output margin is within ``_SCREEN_TOL`` are recomputed through the plain suffix; equal unit
+  sets are run once. Layers whose built-in activation is not elementwise fall back to the
+  reference method.
 """
 from __future__ import annotations
 
@@ -600,7 +606,7 @@ class FastEngine(ReferenceEngine):
 
     def _labels_block(self, layer, split, unit_sets, cached, const, inc, incd, on_progress) -> np.ndarray:
         """Labels (V, e) of every variant over one block of e examples with prefix outputs ``cached``."""
-        a, sides = cached[0], cached[1:]
+        a = cached[0]
         width = a.shape[-1]
         if inc is not None:
             lab, vi, ei = self._labels_incremental(layer, unit_sets, len(a), inc, incd, on_progress)

@@ -595,12 +595,16 @@ def _help_other_workers(state) -> None:
     datasets = [(np.zeros(0, np.float32), np.zeros(0, np.int64))]  # what clusterability runs on
     try:
         datasets.append(state.data_for(state._model))
-    except ModtestError:
+    except ModtestError:  # no usable data: only the weight-only probes can be joined
         pass
     try:
         state.store.help(state._model, datasets)
-    except ModtestError:  # the worker that owns the job reports any error itself
-        pass
+    except Exception as exc:  # noqa: BLE001 - helping is optional: the job's owner computes and
+        # reports; a failure here must not turn into a crashed worker
+        import warnings
+
+        warnings.warn(f"modtest: could not join another worker's probe: {type(exc).__name__}: {exc}",
+                      stacklevel=1)
 
 
 def _fail_reports(config, failed: dict) -> bool:

@@ -229,27 +229,31 @@ class ProbeStore:
             return 0
         from modtest.workshare import unit_key
 
-        jobs = self.workshare.open_jobs()
-        if not jobs:
-            return 0
-        mfp = model_fingerprint(model)
-        data = {data_fingerprint(x, y): (x, y) for x, y in datasets}
+        mfp, data, done = None, None, set()
         before = self.workshare.stats.computed
-        for job in jobs:
-            probe = job.get("probe")
-            if probe not in SPLITTABLE or job.get("model") != mfp or job.get("data") not in data:
-                continue
-            x, y = data[job["data"]]
-            settings = dict(job.get("settings") or {})
-            if self.cache is not None and self.cache.get(
-                    self.key(probe, model, x, y, job["k"], job["seed"], settings)) is not None:
-                self.workshare.retire(unit_key("job", job))  # done; its owner died before retiring it
-                continue
-            n0 = self.workshare.stats.computed
-            PROBES[probe](ProbeContext(model, x, y, int(job["k"]), int(job["seed"]), settings,
-                                       self.workshare))
-            self.helped[probe] = self.helped.get(probe, 0) + self.workshare.stats.computed - n0
-        return self.workshare.stats.computed - before
+        while True:  # jobs announced while this process was helping are joined too
+            jobs = [j for j in self.workshare.open_jobs() if unit_key("job", j) not in done]
+            if not jobs:
+                return self.workshare.stats.computed - before
+            if mfp is None:
+                mfp = model_fingerprint(model)
+                data = {data_fingerprint(x, y): (x, y) for x, y in datasets}
+            for job in jobs:
+                key = unit_key("job", job)
+                done.add(key)
+                probe = job.get("probe")
+                if probe not in SPLITTABLE or job.get("model") != mfp or job.get("data") not in data:
+                    continue
+                x, y = data[job["data"]]
+                settings = dict(job.get("settings") or {})
+                if self.cache is not None and self.cache.get(
+                        self.key(probe, model, x, y, job["k"], job["seed"], settings)) is not None:
+                    self.workshare.retire(key)  # done; its owner died before retiring it
+                    continue
+                n0 = self.workshare.stats.computed
+                PROBES[probe](ProbeContext(model, x, y, int(job["k"]), int(job["seed"]), settings,
+                                           self.workshare))
+                self.helped[probe] = self.helped.get(probe, 0) + self.workshare.stats.computed - n0
 
     def get(self, probe: str, model, x, y, k: int, seed: int, settings: dict | None = None) -> ProbeResult:
         return self.run(probe, model, x, y, k, seed, settings).result

@@ -440,3 +440,35 @@ def test_xdist_controller_checks_the_model_file_without_keras(pytester, saved_mo
     corrupt = pytester.path / "corrupt.keras"
     corrupt.write_bytes(b"not a zip file at all")
     one_line_usage_error(run(pytester, "-n", "1", "--model", str(corrupt)), "corrupt .keras file")
+
+
+def test_idle_xdist_worker_joins_a_running_probe(pytester, saved_model):
+    """With -n 2, the worker whose test ends first joins the clusterability job the other worker
+    announced (test_wait only waits until it is announced, to make the overlap certain); the claim
+    is the same as in a serial run."""
+    pytester.makepyfile("""
+        import os, time
+        from pathlib import Path
+        from modtest.assertions import assert_clusterable
+
+        def test_shuffles(model):
+            assert_clusterable(model, k=2, n_shuffles=60, alpha=0.99)
+
+        def test_wait(model):
+            if "PYTEST_XDIST_WORKER" not in os.environ:
+                return
+            jobs = Path("cache") / "workshare" / "jobs"
+            deadline = time.time() + 60
+            while not list(jobs.glob("*/*.job.json")) and time.time() < deadline:
+                time.sleep(0.005)
+    """)
+    args = ("--model", str(saved_model), "--modtest-json", "r.json")
+    res = run(pytester, "-n", "2", "--modtest-cache", "cache", *args)
+    res.assert_outcomes(passed=2)
+    helped = [ln for ln in res.stdout.lines if "idle xdist workers" in ln]
+    assert helped and "clusterability" in helped[0], res.stdout.str()
+    shared = json.loads((pytester.path / "r.json").read_text())["claims"]
+    res = run(pytester, "--modtest-cache", "serial", *args)
+    res.assert_outcomes(passed=2)
+    serial = json.loads((pytester.path / "r.json").read_text())["claims"]
+    assert [(c["p_raw"], c["statistic"]) for c in shared] == [(c["p_raw"], c["statistic"]) for c in serial]

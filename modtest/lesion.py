@@ -444,10 +444,8 @@ class FastEngine(ReferenceEngine):
             sets = unit_sets[lo:lo + chunk]
             v = len(sets)
             vp = max(v, pad_to or 0)
-            mask = np.zeros((vp, width + 1), dtype=np.float32)  # padding rows: intact variants, dropped
-            mask[:, width] = 1.0
-            for i, units in enumerate(sets):
-                mask[i, np.asarray(units, dtype=np.int64)] = 1.0
+            mask = _unit_mask(sets, width + 1, vp)  # padding rows: intact variants, dropped
+            mask[:, width] = 1.0  # the intact pre-activation, in every variant
             self.peak_stacked_elements = max(self.peak_stacked_elements, vp * per_variant)
             probs = np.asarray(model.predict_on_batch([mask, dz]))[:v * n]
             lab, close = _labels_and_close(probs)
@@ -634,8 +632,8 @@ class FastEngine(ReferenceEngine):
         def example_block(elo):
             if elo in blocks:
                 return blocks[elo]
-            t = [keras.ops.convert_to_tensor(_pad_rows(c[elo:elo + block], max(len(c[elo:elo + block]), pad_e or 0)))
-                 for c in cached]
+            rows = max(min(block, n - elo), pad_e or 0)
+            t = [keras.ops.convert_to_tensor(_pad_rows(c[elo:elo + block], rows)) for c in cached]
             if block >= n:
                 blocks[elo] = t
             return t
@@ -644,9 +642,7 @@ class FastEngine(ReferenceEngine):
             sets = unit_sets[lo:lo + chunk]
             v = len(sets)
             vp = max(v, pad_v or 0)
-            mask = np.zeros((vp, width), dtype=np.float32)  # padding rows: intact variants, dropped
-            for i, units in enumerate(sets):
-                mask[i, np.asarray(units, dtype=np.int64)] = 1.0
+            mask = _unit_mask(sets, width, vp)  # padding rows: intact variants, dropped
             for elo in range(0, n, block):
                 e = min(block, n - elo)
                 ab = example_block(elo)
@@ -687,13 +683,19 @@ class FastEngine(ReferenceEngine):
         out = np.empty(len(vi), dtype=np.int64)
         for lo in range(0, len(vi), size):
             v_, e_ = vi[lo:lo + size], ei[lo:lo + size]
-            m = np.zeros((len(v_), width), dtype=bool)
-            for r, v in enumerate(v_):
-                m[r, np.asarray(unit_sets[v], dtype=np.int64)] = True
+            m = _unit_mask([unit_sets[v] for v in v_], width, len(v_)) > 0
             rows_in = np.where(m.reshape((-1,) + (1,) * (a.ndim - 2) + (width,)), const, a[e_])
             probs = split.suffix(keras.ops.convert_to_tensor(rows_in.astype(a.dtype, copy=False)), training=False)
             out[lo:lo + len(v_)] = keras.ops.convert_to_numpy(probs).argmax(axis=-1)
         return out
+
+
+def _unit_mask(unit_sets, width: int, rows: int) -> np.ndarray:
+    """float32 (rows, width): row i is 1 at the units of ``unit_sets[i]``; rows past them stay 0."""
+    mask = np.zeros((rows, width), dtype=np.float32)
+    for i, units in enumerate(unit_sets):
+        mask[i, np.asarray(units, dtype=np.int64)] = 1.0
+    return mask
 
 
 def _labels_and_close(probs: np.ndarray):

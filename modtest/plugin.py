@@ -322,13 +322,10 @@ def _recording_store(base):
             super().__init__(cache, workshare)
             self.meta: dict[str, dict] = {}
 
-        def key(self, probe, model, x, y, k, seed, settings=None) -> str:
-            from modtest import probes
-            from modtest.cache import cache_key
+        def key_of(self, probe, mh, dh, k, seed, settings=None) -> str:
             from modtest.results import _jsonable
 
-            mh, dh = probes.model_fingerprint(model), probes.data_fingerprint(x, y)
-            key = cache_key(mh, dh, probe, k, seed, settings)
+            key = super().key_of(probe, mh, dh, k, seed, settings)
             self.meta.setdefault(key, {"probe": probe, "k": int(k), "seed": int(seed), "model_hash": mh,
                                        "data_hash": dh, "settings": _jsonable(dict(settings or {}))})
             return key

@@ -179,15 +179,20 @@ class ProbeStore:
         self._lock = threading.RLock()
 
     def key(self, probe, model, x, y, k, seed, settings=None) -> str:
+        return self.key_of(probe, model_fingerprint(model), data_fingerprint(x, y), k, seed, settings)
+
+    def key_of(self, probe, model_fp: str, data_fp: str, k, seed, settings=None) -> str:
+        """The cache key from fingerprints already computed (hashing a big model or data set is slow)."""
         from modtest.cache import cache_key
 
-        return cache_key(model_fingerprint(model), data_fingerprint(x, y), probe, k, seed, settings)
+        return cache_key(model_fp, data_fp, probe, k, seed, settings)
 
     def run(self, probe: str, model, x, y, k: int, seed: int, settings: dict | None = None) -> ProbeRun:
         if probe not in PROBES:
             raise InvalidInput(f"unknown probe {probe!r}; registered: {', '.join(sorted(PROBES))}")
         settings = dict(settings or {})
-        key = self.key(probe, model, x, y, k, seed, settings)
+        model_fp, data_fp = model_fingerprint(model), data_fingerprint(x, y)
+        key = self.key_of(probe, model_fp, data_fp, k, seed, settings)
         with self._lock:
             if key in self.memory:
                 return ProbeRun(self.memory[key].result, 0.0, "memory", key)
@@ -201,7 +206,7 @@ class ProbeStore:
                     ctx.workshare = self.workshare
                     job = self.workshare.announce(
                         {"probe": probe, "k": int(k), "seed": int(seed), "settings": settings,
-                         "model": model_fingerprint(model), "data": data_fingerprint(x, y)})
+                         "model": model_fp, "data": data_fp})
                 try:
                     out = PROBES[probe](ctx)
                 finally:
@@ -247,7 +252,7 @@ class ProbeStore:
                 x, y = data[job["data"]]
                 settings = dict(job.get("settings") or {})
                 if self.cache is not None and self.cache.get(
-                        self.key(probe, model, x, y, job["k"], job["seed"], settings)) is not None:
+                        self.key_of(probe, mfp, job["data"], job["k"], job["seed"], settings)) is not None:
                     self.workshare.retire(key)  # done; its owner died before retiring it
                     continue
                 n0 = self.workshare.stats.computed

@@ -45,8 +45,9 @@ def visualization_study(model, partition, *, n_random: int = 9, seed: int = 0, m
     n_random : int
         Random controls per sub-cluster (paper: 9, so p-values lie on the grid k/10).
     seed : int
-        Seeds the image initialisations and transform draws (keyed per sub-cluster and replicate,
-        so a result does not depend on the order of the sub-clusters). Random unit sets are keyed on
+        Seeds the image initialisations and transform draws (keyed per sub-cluster and replicate;
+        objectives are batched in model layer order, so a result does not depend on the order of
+        the sub-clusters, to the last bit). Random unit sets are keyed on
         the model hash, the layer and the cluster, as in every probe.
     min_size, max_fraction : int, float
         Sub-clusters smaller than ``min_size`` units or larger than ``max_fraction`` of their layer
@@ -64,10 +65,10 @@ def visualization_study(model, partition, *, n_random: int = 9, seed: int = 0, m
     Returns
     -------
     ProbeResult (probe="visualization") or (ProbeResult, dict)
-        One row per tested sub-cluster with ``layer, cluster, units, size, fraction, score,
-        random_scores, entropy, random_entropies, p_input, p_output, variance, random_variances,
-        p_variance, cov``; ``network`` has ``input_coherence``, ``output_coherence`` and
-        ``activational_variance`` (see :func:`modtest.stats.combine_pvalues`);
+        One row per tested sub-cluster (model layer order, then cluster) with ``layer, cluster,
+        units, size, fraction, score, random_scores, entropy, random_entropies, p_input, p_output,
+        variance, random_variances, p_variance, cov``; ``network`` has ``input_coherence``,
+        ``output_coherence`` and ``activational_variance`` (see :func:`modtest.stats.combine_pvalues`);
         ``extras["cov_quartiles"]`` is ``[q1, median, q3]`` of the true sub-clusters' CoVs (a row's
         ``cov`` is NaN, and left out of the quartiles, when all its units are silent on its image).
 
@@ -86,7 +87,7 @@ def visualization_study(model, partition, *, n_random: int = 9, seed: int = 0, m
     min_size = check_int("min_size", min_size, minimum=1)
     max_fraction = check_fraction("max_fraction", max_fraction)
     subs = subclusters_of(partition)
-    tested = filter_subclusters(subs, min_size=min_size, max_fraction=max_fraction)
+    tested = _canonical_order(model, filter_subclusters(subs, min_size=min_size, max_fraction=max_fraction))
     if not tested:
         raise NoTestableSubclusters(
             f"none of the {len(subs)} sub-clusters has >= {min_size} units and <= "
@@ -193,6 +194,13 @@ def visualization_study(model, partition, *, n_random: int = 9, seed: int = 0, m
         out = {s.name: images[j * per:(j + 1) * per] for j, s in enumerate(tested)}
         return result, out
     return result
+
+
+def _canonical_order(model, subs: list[SubCluster]) -> list[SubCluster]:
+    """``subs`` in model layer order, then by cluster: the objectives' batch positions (and with them
+    the last bits of every float a batched kernel computes) do not depend on the order given."""
+    position = {layer.name: i for i, layer in enumerate(model.layers)}
+    return sorted(subs, key=lambda s: (position.get(s.layer, len(position)), s.layer, s.cluster, s.units))
 
 
 def _cov(act) -> float:

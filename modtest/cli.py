@@ -19,7 +19,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _resolve_model(args):
     from modtest._examples import EXAMPLE_MODEL, example_path
+    from modtest._runtime import import_keras
     from modtest.model import load_model
+
+    import_keras()
 
     if args.model is None:
         path = example_path(EXAMPLE_MODEL)

@@ -3,7 +3,9 @@
 Worker ``gwI`` gets GPU ``I mod G`` of the GPUs visible to the caller, by setting
 ``CUDA_VISIBLE_DEVICES`` before any backend is imported. A caller that set
 ``CUDA_VISIBLE_DEVICES`` is respected: workers are pinned within that list. No GPU -> nothing
-changes (CPU).
+changes (CPU). With more workers than GPUs, the workers sharing a GPU allocate its memory as they go
+(JAX and TensorFlow otherwise each reserve most of it at start-up), unless the caller chose.
+``-n auto`` gives one worker per visible GPU (:func:`auto_num_workers`).
 """
 from __future__ import annotations
 
@@ -56,11 +58,18 @@ def worker_index(worker_id: str | None) -> int | None:
     return int(m.group(1)) if m else None
 
 
+#: what a worker that shares its GPU with other workers sets, unless the caller set it
+SHARED_GPU_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # JAX: no 75% reservation at start-up
+                  "TF_FORCE_GPU_ALLOW_GROWTH": "true"}      # TensorFlow: grow instead of taking all
+
+
 def pin_worker(worker_id: str | None, env: MutableMapping[str, str] | None = None, *,
                gpus: list[str] | None = None) -> str | None:
     """Set ``CUDA_VISIBLE_DEVICES`` in ``env`` to the GPU of ``worker_id``; return it (None: CPU).
 
-    ``gpus`` defaults to :func:`visible_gpus` of ``env``.
+    ``gpus`` defaults to :func:`visible_gpus` of ``env``. When ``PYTEST_XDIST_WORKER_COUNT`` (set by
+    xdist in every worker) exceeds the number of GPUs, :data:`SHARED_GPU_ENV` is set too, each key
+    only where ``env`` does not have it.
     """
     env = os.environ if env is None else env
     idx = worker_index(worker_id)
@@ -72,4 +81,17 @@ def pin_worker(worker_id: str | None, env: MutableMapping[str, str] | None = Non
         return None
     chosen = gpus[idx % len(gpus)]
     env[_ENV] = chosen
+    try:
+        n_workers = int(env.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    except ValueError:
+        n_workers = 0
+    if n_workers > len(gpus):
+        for key, value in SHARED_GPU_ENV.items():
+            env.setdefault(key, value)
     return chosen
+
+
+def auto_num_workers(env: MutableMapping[str, str] | None = None, *, count=count_nvidia_smi) -> int | None:
+    """The number of xdist workers for ``-n auto``: one per visible GPU; None without GPUs (then
+    xdist counts CPUs)."""
+    return len(visible_gpus(env, count=count)) or None

@@ -114,6 +114,9 @@ class ModtestState:
 
             if not self.model_path.exists():  # before the slow keras import
                 raise ModelLoadError(f"model file not found: {self.model_path}")
+            from modtest._runtime import import_keras
+
+            import_keras()
 
             self._model = resolve_model(self.model_path, trust=self.trust)
         return self._model
@@ -258,6 +261,28 @@ def _early_environment(backend) -> None:
             warnings.warn(f"modtest: keras was imported before --modtest-backend={backend} could take "
                           f"effect (import keras inside tests or fixtures, not in conftest.py)")
         os.environ["KERAS_BACKEND"] = backend
+
+
+def _configured_for_modtest(config) -> bool:
+    """Whether this session names a model, data or any modtest option (command line or ini)."""
+    for _flag, dest, kind, _default, _help in _OPTIONS:
+        if _raw_option(config, dest, kind)[1]:
+            return True
+    return _raw_option(config, "modtest_compare", "str")[1]
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` in a modtest session on a machine with GPUs: one worker per visible GPU (each
+    pinned to its own). None, so xdist counts CPUs, for ``-n logical``, without GPUs, when
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` is set, or in a session that sets no modtest option."""
+    if config.option.numprocesses != "auto" or os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    if not _configured_for_modtest(config):
+        return None
+    from modtest.gpus import auto_num_workers
+
+    return auto_num_workers()
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -70,3 +70,28 @@ def test_no_gpu_stays_on_cpu():
     assert gpus.pin_worker("gw0", env, gpus=[]) is None and env == {}
     env = {"CUDA_VISIBLE_DEVICES": ""}
     assert gpus.pin_worker("gw1", env) is None and env == {"CUDA_VISIBLE_DEVICES": ""}
+
+
+@pytest.mark.parametrize("n_workers, gpu_list, shared", [
+    ("2", ["0"], True), ("3", ["0", "1"], True), ("2", ["0", "1"], False), ("1", ["0"], False),
+    ("x", ["0"], False), (None, ["0"], False),
+])
+def test_workers_sharing_a_gpu_do_not_reserve_its_memory(n_workers, gpu_list, shared):
+    env = {} if n_workers is None else {"PYTEST_XDIST_WORKER_COUNT": n_workers}
+    gpus.pin_worker("gw1", env, gpus=gpu_list)
+    assert env["CUDA_VISIBLE_DEVICES"] == gpu_list[1 % len(gpu_list)]
+    for key, value in gpus.SHARED_GPU_ENV.items():
+        assert env.get(key) == (value if shared else None)
+
+
+def test_sharing_settings_keep_the_callers_choice():
+    env = {"PYTEST_XDIST_WORKER_COUNT": "4", "XLA_PYTHON_CLIENT_PREALLOCATE": "true"}
+    gpus.pin_worker("gw0", env, gpus=["0"])
+    assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "true" and env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+
+
+def test_auto_num_workers_is_one_per_visible_gpu():
+    assert gpus.auto_num_workers({}, count=lambda: 4) == 4
+    assert gpus.auto_num_workers({"CUDA_VISIBLE_DEVICES": "2,3,5"}, count=lambda: 8) == 3
+    assert gpus.auto_num_workers({}, count=lambda: 0) is None
+    assert gpus.auto_num_workers({"CUDA_VISIBLE_DEVICES": "-1"}, count=lambda: 8) is None

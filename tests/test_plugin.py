@@ -263,6 +263,62 @@ def test_xdist_workers_pinned_within_caller_gpus(pytester, monkeypatch):
     assert seen and all({"gw0": "3", "gw1": "5"}[w] == g for w, g in seen.items())
 
 
+def _fake_nvidia_smi(pytester, monkeypatch, n_gpus):
+    """An ``nvidia-smi`` first on PATH that lists ``n_gpus`` GPUs."""
+    bin_dir = pytester.path / "fakebin"
+    bin_dir.mkdir(exist_ok=True)
+    tool = bin_dir / "nvidia-smi"
+    lines = "".join(f"echo 'GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-{i})'\n" for i in range(n_gpus))
+    tool.write_text("#!/bin/sh\n" + lines)
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
+
+
+PIN_TEST = """
+import json, os
+
+def test_where():
+    with open("pin-" + os.environ["PYTEST_XDIST_WORKER"], "w") as f:
+        json.dump({k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "PYTEST_XDIST_WORKER_COUNT",
+                   "XLA_PYTHON_CLIENT_PREALLOCATE", "TF_FORCE_GPU_ALLOW_GROWTH")}, f)
+"""
+
+
+def test_n_auto_gives_one_worker_per_visible_gpu(pytester, monkeypatch):
+    """-n auto in a modtest session: one worker per GPU nvidia-smi lists, or per entry of the
+    caller's CUDA_VISIBLE_DEVICES; a session that sets no modtest option keeps xdist's CPU count."""
+    n_cpus = len(os.sched_getaffinity(0))
+    _fake_nvidia_smi(pytester, monkeypatch, n_cpus + 1)  # a count xdist's own CPU count cannot give
+    pytester.makepyfile(PIN_TEST)
+    res = run(pytester, "-n", "auto", "--modtest-k", "8")
+    res.stdout.fnmatch_lines([f"*created: {n_cpus + 1}/{n_cpus + 1} workers*"])
+    seen = {p.name: json.loads(p.read_text()) for p in pytester.path.glob("pin-gw*")}
+    assert all(v["CUDA_VISIBLE_DEVICES"] == w[len("pin-gw"):] and v["XLA_PYTHON_CLIENT_PREALLOCATE"] is None
+               for w, v in seen.items()), seen  # one GPU each: no sharing settings
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    run(pytester, "-n", "auto", "--modtest-k", "8").stdout.fnmatch_lines(["*created: 2/2 workers*"])
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    plain = run(pytester, "-n", "auto").stdout.str()  # not a modtest session: xdist decides
+    assert f"created: {n_cpus + 1}/" not in plain and "workers" in plain, plain
+
+
+def test_workers_sharing_a_gpu_allocate_as_they_go(pytester, monkeypatch):
+    """Two workers on one GPU: both pinned to it, with JAX preallocation off and TensorFlow memory
+    growth on; a setting the caller chose is kept."""
+    _fake_nvidia_smi(pytester, monkeypatch, 1)
+    monkeypatch.setenv("TF_FORCE_GPU_ALLOW_GROWTH", "false")
+    pytester.makepyfile(PIN_TEST.replace("def test_where():", "import pytest\n\n"
+                                         "@pytest.mark.parametrize('i', range(4))\ndef test_where(i):"))
+    run(pytester, "-n", "2").assert_outcomes(passed=4)
+    seen = [json.loads(p.read_text()) for p in pytester.path.glob("pin-gw*")]
+    assert len(seen) == 2, seen
+    assert all(v == {"CUDA_VISIBLE_DEVICES": "0", "PYTEST_XDIST_WORKER_COUNT": "2",
+                     "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "TF_FORCE_GPU_ALLOW_GROWTH": "false"}
+               for v in seen), seen
+
+
 # --------------------------------------------------------------------------- outside pytest
 
 @pytest.fixture

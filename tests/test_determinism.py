@@ -1,5 +1,5 @@
 """Determinism: for a given seed, partitions, random controls and every p-value are identical between
-runs, between call orders, with a cold or a warm cache, and between serial and ``-n 2`` sessions.
+runs, between call orders, with a cold or a warm cache, and between serial, ``-n 2`` and ``-n 3`` sessions.
 
 Exact equality (not allclose) on one machine. Across machines, see the README: BLAS differences
 can move spectral-clustering eigenvectors, oneDNN can change TF convolution sums in the last bits,
@@ -131,3 +131,49 @@ def test_serial_parallel_cold_warm_sessions_identical(pytester, setup, tmp_path)
     e1 = sorted(p.relative_to(pytester.path / "c1") for p in (pytester.path / "c1").rglob("*.json"))
     e2 = sorted(p.relative_to(pytester.path / "c2") for p in (pytester.path / "c2").rglob("*.json"))
     assert e1 == e2 and len(e1) == 3  # lesion k=3, lesion k=4, clusterability k=2
+
+
+def _cache_entries(root):
+    """Every probe entry of a cache folder (units and locks left out), timings stripped, by file."""
+    out = {}
+    for path in sorted(root.glob("[0-9a-f][0-9a-f]/*.json")):
+        d = json.loads(path.read_text())
+        out[path.name] = _strip(d.get("result", d))
+    return out
+
+
+def test_example_audit_identical_for_0_2_and_3_workers(pytester):
+    """The shipped example audit (examples/test_digits_modularity.py on the digits MLP) under -n 0, and
+    under -n 2 and -n 3 with every worker sharing the lesion probe's work units: the same partition,
+    the same random controls (the sub-clusters' and controls' unit sets in the cached probe results)
+    and the same statistics and raw and corrected p-values of every claim."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for name in ("test_digits_modularity.py", "digits_mlp.keras"):
+        shutil.copy(root / "examples" / name, pytester.path)
+    runs = {}
+    for n in (0, 2, 3):
+        args = ["-p", "modtest", "-p", "no:cacheprovider", "--model", "digits_mlp.keras",
+                "--modtest-cache", f"cache{n}", "--modtest-json", f"r{n}.json", "-n", str(n)]
+        if n:
+            args += ["--modtest-prefetch", "importance"]
+        res = pytester.runpytest_subprocess(*args, "test_digits_modularity.py", timeout=600)
+        res.assert_outcomes(passed=2, xfailed=1)
+        rep = json.loads((pytester.path / f"r{n}.json").read_text())
+        runs[n] = {"claims": sorted((c["nodeid"], c["measure"], c["statistic"], c["p_raw"], c["p_corrected"],
+                                     c["verdict"]) for c in rep["claims"]),
+                   "partitions": sorted(rep["partitions"], key=lambda p: (p["k"], p["seed"])),
+                   "probes": _cache_entries(pytester.path / f"cache{n}")}
+        if n:  # the workers computed the lesion probe as shared work units (36 sub-clusters at k=12)
+            assert len(list((pytester.path / f"cache{n}" / "workshare").glob("*/*.unit.json"))) >= 36
+    serial = runs[0]
+    assert len(serial["claims"]) == 3 and [p["k"] for p in serial["partitions"]] == [12]
+    assert sorted(e["probe"] for e in serial["probes"].values()) == ["clusterability", "lesion"]
+    lesion = [e for e in serial["probes"].values() if e["probe"] == "lesion"]
+    assert len(lesion) == 1 and all(len(r["random_units"]) == 20 for r in lesion[0]["rows"])
+    for n in (2, 3):
+        assert runs[n]["claims"] == serial["claims"], n
+        assert runs[n]["partitions"] == serial["partitions"], n
+        assert runs[n]["probes"] == serial["probes"], n  # rows: units, random_units, drops, p-values

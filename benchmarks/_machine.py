@@ -21,4 +21,22 @@ def machine() -> str:
         backend = keras.backend.backend()
     except Exception:  # noqa: BLE001
         backend = "?"
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, Keras backend {backend}"
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, Keras backend {backend}"
+            f"{_accelerator(backend)}")
+
+
+def _accelerator(backend: str) -> str:
+    """", on <GPU name>" when the backend runs on a GPU (JAX or torch), else ""."""
+    try:
+        if backend == "jax":
+            import jax
+
+            dev = jax.devices()[0]
+            return "" if dev.platform == "cpu" else f", on {dev.device_kind} ({len(jax.devices())} device(s))"
+        if backend == "torch":
+            import torch
+
+            return f", on {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    except Exception:  # noqa: BLE001 - naming the machine must never fail a benchmark
+        return ""
+    return ""

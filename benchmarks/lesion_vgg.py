@@ -10,7 +10,8 @@ data random images with random labels, the partition ``cluster(model, k)``, ``--
 per sub-cluster. What is subsampled is printed:
 
 * ``--max-subclusters M``: only M sub-clusters, spread evenly over the layers (in layer order), are
-  lesioned by the fast engine; images/s figures are per lesioned network actually run.
+  lesioned by the fast engine; images/s figures are per lesioned network actually run, and the
+  whole study's time is EXTRAPOLATED (measured time x all sub-clusters / M).
 * the reference engine (zero weights, ``model.predict``, restore) runs only ``--reference-lesions``
   lesions, spread over the same layers; its time for the whole study is EXTRAPOLATED per lesion
   (mean seconds per reference lesion x number of lesions of the study), and the ratio uses that.
@@ -133,6 +134,10 @@ def main(argv=None) -> int:
     print(f"speed-up fast vs reference (extrapolated): {t_ref_total / t_fast:6.1f} x")
     print(f"fast images/s vs plain predict images/s:   {fast_ips / plain_ips:6.2f} x "
           f"(>1: cheaper than a full forward pass per lesion, thanks to cached prefixes)")
+    if len(chosen) < len(subs):
+        full = t_fast * len(subs) / len(chosen)
+        print(f"EXTRAPOLATED full study ({len(subs)} sub-clusters, from {len(chosen)} spread over the "
+              f"layers): {full:8.1f} s = {full / 60:.1f} min")
     print(f"reference and fast labels identical on the sampled lesions: {same}")
     return 0 if same else 1
 

@@ -1,5 +1,6 @@
 """Determinism: for a given seed, partitions, random controls and every p-value are identical between
-runs, between call orders, with a cold or a warm cache, and between serial, ``-n 2`` and ``-n 3`` sessions.
+runs, between call orders, with a cold or a warm cache, and between serial, ``-n 2`` and ``-n 3``
+sessions.
 
 Exact equality (not allclose) on one machine. Across machines, see the README: BLAS differences
 can move spectral-clustering eigenvectors, oneDNN can change TF convolution sums in the last bits,

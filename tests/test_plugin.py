@@ -295,8 +295,8 @@ def test_n_auto_gives_one_worker_per_visible_gpu(pytester, monkeypatch):
     res = run(pytester, "-n", "auto", "--modtest-k", "8")
     res.stdout.fnmatch_lines([f"*created: {n_cpus + 1}/{n_cpus + 1} workers*"])
     seen = {p.name: json.loads(p.read_text()) for p in pytester.path.glob("pin-gw*")}
-    assert all(v["CUDA_VISIBLE_DEVICES"] == w[len("pin-gw"):] and v["XLA_PYTHON_CLIENT_PREALLOCATE"] is None
-               for w, v in seen.items()), seen  # one GPU each: no sharing settings
+    assert seen and all(v["CUDA_VISIBLE_DEVICES"] == w[len("pin-gw"):] and v["XLA_PYTHON_CLIENT_PREALLOCATE"]
+                        is None for w, v in seen.items()), seen  # one GPU each: no sharing settings
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
     run(pytester, "-n", "auto", "--modtest-k", "8").stdout.fnmatch_lines(["*created: 2/2 workers*"])
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")

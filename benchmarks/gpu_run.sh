@@ -14,7 +14,7 @@ LOG="$OUT/gpu.log"
 exec > >(tee -a "$LOG") 2>&1
 export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax TF_CPP_MIN_LOG_LEVEL=3
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site wheels/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
+export PYTHONPATH=/tmp/site:$PWD  # modtest is not installed there: no pytest11 entry point, hence -p modtest.plugin
 step() {  # step SECONDS TITLE COMMAND...
     local limit=$1 title=$2
     shift 2
@@ -24,7 +24,7 @@ step() {  # step SECONDS TITLE COMMAND...
     echo "=== rc=$? after $((SECONDS - t0)) s"
 }
 step 30 "devices" python3 -c "import jax, keras; print(jax.devices(), 'keras', keras.__version__, keras.backend.backend())"
-step 60 "example audit, pytest -n 1 on one GPU (cold cache)" python3 -m pytest -q -p no:cacheprovider -p modtest \
+step 60 "example audit, pytest -n 1 on one GPU (cold cache)" python3 -m pytest -q -p no:cacheprovider -p modtest.plugin \
     -n 1 --modtest-cache /tmp/mt-cache --model examples/digits_mlp.keras examples/test_digits_modularity.py
 step 200 "VGG-16 32x32, full lesion study, 10,000 images (target <= 3 min)" \
     python3 benchmarks/lesion_vgg.py --size 32 --images 10000 --batch-size 512

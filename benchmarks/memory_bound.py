@@ -37,7 +37,6 @@ n, layers, variants, cache_bytes, batch = (int(sys.argv[1]), sys.argv[2].split("
 keras.utils.set_random_seed(0)
 model = keras.applications.VGG16(weights=None, input_shape=(224, 224, 3), classes=10)
 x = np.random.default_rng(0).uniform(0, 255, (n, 224, 224, 3)).astype("float32")
-rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 eng = FastEngine(model, x, batch_size=batch, cache_bytes=cache_bytes)
 rng = np.random.default_rng(1)
 t0 = time.perf_counter()
@@ -46,7 +45,6 @@ for layer in layers:
     width = model.get_layer(layer).kernel.shape[-1]
     eng.labels(layer, [np.sort(rng.choice(width, 8, replace=False)) for _ in range(variants)])
 print(json.dumps({"n": n, "seconds": time.perf_counter() - t0, "data_bytes": int(x.nbytes),
-                  "rss_before_engine": int(rss0),
                   "peak_rss": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
                   "peak_cached_bytes": int(eng.peak_cached_bytes),
                   "peak_stacked_elements": int(eng.peak_stacked_elements)}))

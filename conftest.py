@@ -8,13 +8,16 @@ import pytest
 pytest_plugins = ["pytester"]
 
 # A conftest for pytester inner sessions: replaces the lesion probe with a stub whose network p-value
-# is P[str(k)] (so each assertion's raw p is known), and model/data resolution with fakes, so an
-# inner session needs no Keras and runs in about a second. Each probe computation appends a line to
+# is P[str(k)] (so each assertion's raw p is known), and registers a fake model adapter for .keras
+# files (no framework, fits the shipped digits data), so an inner session needs no Keras and runs in
+# about a second. Each probe computation appends a line to
 # the file named by $MODTEST_STUB_CALLS (when set), so tests can count them across processes.
 STUB_CONFTEST = '''
 import os
+from pathlib import Path
 import numpy as np
-from modtest import assertions, probes
+from modtest import probes
+from modtest.frameworks import ModelAdapter, register_adapter
 from modtest.results import ProbeResult
 
 P = {p_by_k!r}
@@ -23,17 +26,31 @@ class FakeModel:
     def __init__(self, name):
         self.name = name
 
-assertions.resolve_model = lambda m, trust=False: FakeModel(str(m))
-assertions.resolve_data = lambda data, model, defaults=None: (np.zeros((4, 2), np.float32),
-                                                              np.zeros(4, np.int64))
-probes.model_fingerprint = lambda m: "fake-" + m.name
+class FakeAdapter(ModelAdapter):
+    # fits the shipped digits data; its fingerprint is its name: no framework, no weights
+    framework = "fake"
+    input_shape = (8, 8, 1)
+    n_classes = 10
+    def compute_fingerprint(self):
+        return "fake-" + Path(self.model.name).name
+    def graph_spec(self):
+        raise NotImplementedError
+    def unit_layers(self):
+        return []
+    def lesion_engine(self, x, **kw):
+        raise NotImplementedError
 
-def stub_lesion(ctx):
+register_adapter("fake", accepts=lambda m: isinstance(m, FakeModel), wrap=FakeAdapter,
+                 suffixes=(".keras",), load=lambda path, trust=False: FakeModel(str(path)))
+for _name in ("m.keras", "m1.keras", "m2.keras"):
+    Path(_name).touch()
+
+def stub_lesion(req):
     calls = os.environ.get("MODTEST_STUB_CALLS")
     if calls:
         with open(calls, "a") as f:
-            f.write(f"{{os.getpid()}} {{ctx.k}}\\n")
-    p = P.get(str(ctx.k), 0.5)
+            f.write(f"{{os.getpid()}} {{req.k}}\\n")
+    p = P.get(str(req.k), 0.5)
     if p is None:
         from modtest.errors import NoTestableSubclusters
         raise NoTestableSubclusters("none of the 4 sub-clusters has >= 3 units")
@@ -43,7 +60,7 @@ def stub_lesion(ctx):
              "p_importance": 0.5, "p_coherence": 0.2, "category": "other"}}]
     net = {{"fisher_p": p, "fisher_stat": 1.5, "chi2_p": p, "chi2_stat": 2.5, "n": 29, "n_excluded": 0}}
     return ProbeResult("lesion", rows, {{"importance": net, "output_coherence": dict(net)}},
-                       {{"k": ctx.k}}, {{"seconds": 0.01}})
+                       {{"k": req.k}}, {{"seconds": 0.01}})
 
 for _name, _pk in (("importance", "p_importance"), ("output_coherence", "p_coherence")):
     probes.register_measure(_name, "lesion", stub_lesion, _name, "stub claim",

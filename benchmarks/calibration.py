@@ -8,7 +8,7 @@ with its exact binomial 95% interval (:func:`modtest.stats.binomial_interval`) a
 interval's lower end is <= 0.05 (a rate significantly above 0.05 would be a miscalibrated test).
 
 Replicates are batched: R replicates are R copies of the template's sub-clusters (random units,
-distinct cluster ids) lesioned in ONE :func:`modtest.lesion.lesion_study` call (fast engine); the
+distinct cluster ids) lesioned in ONE :func:`modtest.probes.lesion.lesion_study` call (fast engine); the
 per-replicate network p-values are then combined with :func:`modtest.stats.combine_pvalues` from
 the rows, exactly as lesion_study combines its own rows.
 
@@ -69,7 +69,7 @@ def network_pvalues(result, n_random: int) -> dict[str, np.ndarray]:
 
 
 def null_run(model, x, y, template, n_rep: int, tag, *, n_random=20, chunk=25, seed=0):
-    from modtest.lesion import lesion_study
+    from modtest.probes.lesion import lesion_study
 
     parts = []
     for start in range(0, n_rep, chunk):
@@ -159,8 +159,8 @@ def main(argv=None) -> int:
     from modtest._examples import EXAMPLE_DATA, EXAMPLE_MODEL
     from modtest._validation import check_data, load_data
     from modtest.cluster import cluster
-    from modtest.lesion import lesion_study
-    from modtest.model import load_model
+    from modtest.probes.lesion import lesion_study
+    from modtest.frameworks.keras.model import load_model
     from modtest.stats import binomial_interval
 
     t_all = time.perf_counter()

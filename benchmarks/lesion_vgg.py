@@ -61,8 +61,9 @@ def main(argv=None) -> int:
     import keras
 
     from modtest.cluster import cluster
-    from modtest.lesion import FastEngine, ReferenceEngine, lesion_study
-    from modtest.model import unit_layers
+    from modtest.frameworks.keras.engines import FastEngine, ReferenceEngine
+from modtest.probes.lesion import lesion_study
+    from modtest.frameworks.keras.model import unit_layers
 
     print(f"machine: {machine()}")
     try:

@@ -30,7 +30,7 @@ import json, os, resource, sys, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import keras
-from modtest.lesion import FastEngine
+from modtest.frameworks.keras.engines import FastEngine
 
 n, layers, variants, cache_bytes, batch = (int(sys.argv[1]), sys.argv[2].split(","), int(sys.argv[3]),
                                            int(sys.argv[4]), int(sys.argv[5]))

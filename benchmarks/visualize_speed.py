@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     import numpy as np
     from sklearn.datasets import load_digits
 
-    from modtest import visualize
+    from modtest.frameworks.keras import visualize
 
     digits = load_digits()
     x = (digits.images / 16.0).astype("float32")[..., None]

@@ -1,5 +1,5 @@
 """Feature-visualization throughput on a randomly initialised VGG-16: objectives per second of
-``modtest.visualize.render`` (one batch of objectives optimised together), at 32x32 and 224x224.
+``modtest.frameworks.keras.visualize.render`` (one batch of objectives optimised together), at 32x32 and 224x224.
 
     python benchmarks/visualize_throughput.py [--objectives 8] [--steps 4] [--sizes 32 224]
     KERAS_BACKEND=jax python benchmarks/visualize_throughput.py ...   (also on a JAX GPU machine)
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
 
     import keras
 
-    from modtest import visualize
+    from modtest.frameworks.keras import visualize
 
     print(f"machine: {machine()}")
     try:

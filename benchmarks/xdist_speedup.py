@@ -7,7 +7,7 @@ Three measurements, each printed as a ratio measured in this run, with the machi
 
 1. ``pytest examples/test_digits_modularity.py -n 1`` vs ``-n W``, the plugin as it is, cold cache.
 2. The same with a ``conftest.py`` that makes every xdist worker join the lesion probe at session
-   start (``modtest.workshare.prefetch_lesion`` with a shared workshare folder under the cache
+   start (``modtest.executors.workshare.prefetch_lesion`` with a shared workshare folder under the cache
    folder) -- what the plugin's ``--modtest-prefetch importance,output_coherence`` option does once
    wired in (the conftest emulates it, so this runs before the plugin change lands).
 3. lesion_study of the example MLP (k=12, 20 random) run by 1 process vs W processes sharing one
@@ -45,8 +45,8 @@ PREFETCH_CONFTEST = textwrap.dedent('''
     @pytest.fixture(scope="session", autouse=True)
     def _modtest_prefetch(request):
         """Emulates --modtest-prefetch importance,output_coherence: every worker joins the probe."""
-        from modtest.plugin import _state
-        from modtest.workshare import prefetch_lesion
+        from modtest.plugin import get_session as _state
+        from modtest.executors.workshare import prefetch_lesion
 
         st = _state(request.config)
         model = st.get_model()
@@ -62,9 +62,9 @@ WORKER = textwrap.dedent('''
     import numpy as np
     from modtest._examples import EXAMPLE_DATA, EXAMPLE_MODEL
     from modtest.cluster import cluster
-    from modtest.lesion import lesion_study
-    from modtest.model import load_model
-    from modtest.workshare import WorkShare
+    from modtest.probes.lesion import lesion_study
+    from modtest.frameworks.keras.model import load_model
+    from modtest.executors.workshare import WorkShare
 
     tmp, name = Path(sys.argv[1]), sys.argv[2]
     model = load_model(EXAMPLE_MODEL)
@@ -85,9 +85,9 @@ VIS_WORKER = textwrap.dedent('''
     from pathlib import Path
     from modtest._examples import EXAMPLE_CNN
     from modtest.cluster import cluster
-    from modtest.model import load_model
-    from modtest.visualization_probe import visualization_study
-    from modtest.workshare import WorkShare
+    from modtest.frameworks.keras.model import load_model
+    from modtest.probes.visualization import visualization_study
+    from modtest.executors.workshare import WorkShare
 
     tmp, name = Path(sys.argv[1]), sys.argv[2]
     model = load_model(EXAMPLE_CNN)

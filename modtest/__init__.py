@@ -10,7 +10,7 @@ import importlib
 # functions named like their modules are bound eagerly: importing ``modtest.cluster`` sets the
 # package attribute ``cluster`` to the submodule, which would hide a lazily exported function
 from modtest.cluster import Partition, cluster
-from modtest.clusterability import ClusterabilityResult, clusterability
+from modtest.probes.clusterability import ClusterabilityResult, clusterability
 
 #: public name -> the module that defines it; imported on first use (PEP 562), so that loading the
 #: pytest plugin, which every pytest run does where modtest is installed, stays cheap
@@ -21,10 +21,10 @@ _EXPORTS = {
     "ModtestError": "modtest.errors", "NoTestableSubclusters": "modtest.errors",
     "UnsafeModelError": "modtest.errors", "UnsupportedModelError": "modtest.errors",
     "WeightGraph": "modtest.graph", "build_graph": "modtest.graph",
-    "double_lesion_study": "modtest.lesion", "lesion_study": "modtest.lesion",
-    "load_model": "modtest.model",
+    "double_lesion_study": "modtest.probes.double_lesion", "lesion_study": "modtest.probes.lesion",
+    "load_model": "modtest.frameworks",
     "Claim": "modtest.results", "ProbeResult": "modtest.results", "SubCluster": "modtest.results",
-    "untrained_control": "modtest.visualization_probe", "visualization_study": "modtest.visualization_probe",
+    "untrained_control": "modtest.probes.visualization", "visualization_study": "modtest.probes.visualization",
 }
 
 

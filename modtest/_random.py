@@ -16,15 +16,16 @@ def keyed_rng(*key) -> np.random.Generator:
     return np.random.Generator(np.random.Philox(key=int.from_bytes(digest[:16], "little")))
 
 
-def random_unit_sets(layer_size: int, size: int, n: int, *key) -> np.ndarray:
-    """``n`` random sets of ``size`` distinct units out of ``layer_size``.
+def random_unit_sets(layer_size: int, size: int, n: int, *key, start: int = 0) -> np.ndarray:
+    """Random sets ``start .. start + n - 1`` of ``size`` distinct units out of ``layer_size``.
 
-    Returns an int array of shape (n, size), each row sorted; row ``i`` depends only on
-    ``key + (i,)``, so a subset of replicates can be drawn anywhere with the same result.
+    Returns an int array of shape (n, size), each row sorted; replicate ``i`` depends only on
+    ``key + (i,)``, so replicates can be drawn anywhere, in any order, in any number of batches
+    (more controls later: ``start=n``) with the same result.
     """
     if not 0 <= size <= layer_size:
         raise ValueError(f"cannot draw {size} units out of a layer of {layer_size}")
     out = np.empty((n, size), dtype=np.int64)
-    for i in range(n):
-        out[i] = np.sort(keyed_rng(*key, i).choice(layer_size, size=size, replace=False))
+    for j in range(n):
+        out[j] = np.sort(keyed_rng(*key, start + j).choice(layer_size, size=size, replace=False))
     return out

@@ -10,10 +10,11 @@ from modtest.errors import DataError, InvalidInput
 
 
 def check_int(name: str, value, *, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InvalidInput(f"{name} must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise InvalidInput(f"{name} must be >= {minimum}, got {value}")
+    """``value`` as an int (>= ``minimum``), or one line naming ``name``."""
+    bad = isinstance(value, bool) or not isinstance(value, numbers.Integral)
+    if bad or (minimum is not None and value < minimum):
+        want = "an integer" if minimum is None else f"an integer >= {minimum}"
+        raise InvalidInput(f"{name} must be {want}, got {value!r}")
     return int(value)
 
 
@@ -42,6 +43,13 @@ def check_choice(name: str, value, choices) -> str:
     if value not in choices:
         raise InvalidInput(f"unknown {name} {value!r}; choose one of {', '.join(map(str, choices))}")
     return value
+
+
+def check_fraction_open(name: str, value) -> float:
+    """A fraction in (0, 1] (a share of a layer that may be all of it, but not none)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) <= 1:
+        raise InvalidInput(f"{name} must be a number in (0, 1], got {value!r}")
+    return float(value)
 
 
 def check_fraction(name: str, value) -> float:
@@ -79,15 +87,17 @@ def load_data(path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_data(model, x, y) -> tuple[np.ndarray, np.ndarray]:
-    """Check that (x, y) fits ``model``: input shape, finite values, integer labels in range.
-
-    One-hot ``y`` is turned into class indices. Returns float32 ``x`` and int64 ``y``.
+    """Check that (x, y) fits ``model`` (a model or adapter): input shape, finite values, integer
+    labels in range. One-hot ``y`` is turned into class indices. Returns float32 ``x`` and int64 ``y``.
     """
+    from modtest.frameworks import adapt
+
+    adapter = adapt(model)
     x = np.asarray(x)
     y = np.asarray(y)
     if x.dtype == object or y.dtype == object:
         raise DataError("data arrays must be numeric")
-    want = tuple(model.inputs[0].shape[1:])
+    want = tuple(adapter.input_shape)
     if x.ndim == len(want) and x.ndim >= 1 and len(want) >= 1 and x.shape == want:
         raise DataError(f"x has shape {x.shape}: it needs a batch axis, {('N',) + want}")
     if tuple(x.shape[1:]) != tuple(d if d is not None else s for d, s in zip(want, x.shape[1:])) \
@@ -95,7 +105,7 @@ def check_data(model, x, y) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"x has shape {x.shape} but the model expects (N, {', '.join(str(d) for d in want)})")
     if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
         raise DataError("x contains NaN, infinite or non-numeric values")
-    n_classes = int(model.outputs[0].shape[-1])
+    n_classes = adapter.n_classes
     if y.ndim == 2 and y.shape[1] == n_classes and len(y) == len(x):
         y = y.argmax(axis=1)
     if y.ndim != 1:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 
-from modtest import probes, session
+from modtest import probes
 from modtest._validation import check_alpha, check_choice, check_int
 from modtest.errors import NoTestableSubclusters
 from modtest.results import Claim
@@ -32,13 +32,13 @@ _METHOD_LABEL = {"fisher": "Fisher", "chi2": "chi2", "shuffle": "shuffle"}
 # --------------------------------------------------------------------------- argument seams
 
 def resolve_model(model, trust: bool = False):
-    """A ``keras.Model`` from a model or a path (safe loading unless ``trust``)."""
-    from modtest.model import load_model
+    """The native model from a model, an adapter or a path (safe loading unless ``trust``)."""
+    from modtest.frameworks import adapt
 
-    return load_model(model, trust=trust)
+    return adapt(model, trust=trust).model
 
 
-def resolve_data(data, model, defaults: "session.SessionDefaults | None" = None):
+def resolve_data(data, model, defaults=None):
     """``(x, y)`` checked against ``model`` from a tuple, an ``.npz`` path or the default data."""
     from modtest._validation import check_data, load_data
 
@@ -87,17 +87,20 @@ def _top_rows(rows, measure: probes.Measure, n: int = 3) -> str:
     return "top: " + ", ".join(parts) + more
 
 
-def _defaults():
-    col = session.active()
-    return col, (col.defaults if col is not None else session.SessionDefaults())
 
 
-def _judge(claim: Claim, collector, message: str) -> Claim:
-    """Record/raise/return according to the raw p and whether a session collects claims."""
+class Inconclusive(AssertionError):
+    """A claim whose evidence stays within seed noise of alpha (outside pytest, where no session
+    decides what an inconclusive claim does)."""
+
+
+def _judge(claim: Claim, collector, message: str, inconclusive: str) -> Claim:
+    """Record/raise/return according to the raw p (and its noise bounds) and whether a session
+    collects claims."""
     __tracebackhide__ = True
-    failed = math.isnan(claim.p_raw) or claim.p_raw > claim.alpha
-    if failed:
-        claim.passed = False
+    low, high = claim.bounds
+    if math.isnan(claim.p_raw) or low > claim.alpha:
+        claim.passed, claim.outcome = False, "fail"
         if collector is not None:
             collector.record(claim)
         raise AssertionError(message)
@@ -105,34 +108,42 @@ def _judge(claim: Claim, collector, message: str) -> Claim:
         claim.passed = None  # provisional: decided by the session-wide correction
         claim.correction = collector.method
         collector.record(claim)
-    else:
-        claim.passed = True
-        claim.p_corrected = claim.p_raw
-        claim.correction = "none"
+        return claim
+    claim.p_corrected, claim.p_low_corrected, claim.p_high_corrected = claim.p_raw, low, high
+    claim.correction = "none"
+    if high > claim.alpha:
+        claim.passed, claim.outcome = False, "inconclusive"
+        raise Inconclusive(inconclusive)
+    claim.passed, claim.outcome = True, "pass"
     return claim
 
 
 def _assert_measure(measure_name: str, model, k, alpha, data, seed, method: str,
                     extra_settings: dict | None = None) -> Claim:
     __tracebackhide__ = True
-    collector, defaults = _defaults()
-    measure = probes.get_measure(measure_name)
+    from modtest.context import current
+
+    context = current()
+    collector, defaults = context.collector, context.defaults
+    measure = context.store.registry.measure(measure_name)
     k = defaults.k if k is None else check_int("k", k, minimum=2)
     alpha = check_alpha(defaults.alpha if alpha is None else alpha)
     seed = defaults.seed if seed is None else check_int("seed", seed, minimum=0)
-    model = resolve_model(model, trust=defaults.trust)
+    model = context.adapter(resolve_model(model, trust=defaults.trust))
     if measure.probe == "clusterability":
         import numpy as np
 
         x, y = np.zeros(0, np.float32), np.zeros(0, np.int64)
     else:
         x, y = resolve_data(data, model, defaults)
-    settings = dict(defaults.settings.get(measure.probe, {}))
+    settings = defaults.probe_settings(measure.probe, alpha)
     settings.update(extra_settings or {})
+    protocol = settings.get("protocol", "paper")
     name = f"{measure_name}[k={k},seed={seed}]"
+    ident = dict(k=k, seed=seed, protocol=protocol)
     why = None
     try:
-        run = probes.default_store().run(measure.probe, model, x, y, k, seed, settings)
+        run = context.store.run(measure.probe, model, x, y, k, seed, settings)
     except NoTestableSubclusters as exc:
         why = str(exc)
         if why.startswith("no testable sub-clusters: "):
@@ -140,38 +151,54 @@ def _assert_measure(measure_name: str, model, k, alpha, data, seed, method: str,
     if why is not None:  # outside the except block: no chained traceback in the test report
         claim = Claim(name=name, measure=measure_name, method=method, statistic=float("nan"),
                       p_raw=float("nan"), alpha=alpha, n_subclusters=0,
-                      detail=f"no testable sub-clusters: {why}")
-        return _judge(claim, collector, f"no testable sub-clusters: {why} ({measure_name} at k={k}, "
-                                        f"seed={seed}; try another k)")
+                      detail=f"no testable sub-clusters: {why}", **ident)
+        msg = f"no testable sub-clusters: {why} ({measure_name} at k={k}, seed={seed}; try another k)"
+        return _judge(claim, collector, msg, msg)
     net = run.result.network.get(measure.network_key)
     if net is None:
         raise AssertionError(f"{measure_name}: probe {measure.probe!r} returned no "
                              f"{measure.network_key!r} result (has {sorted(run.result.network)})")
+    bounds = {}
     if measure.probe == "clusterability":
-        p = float(net.get("p", net.get("fisher_p", float("nan"))))
+        p = float(net.get("p", float("nan")))
         z = net.get("z_score")
         stat = float("nan") if z is None else float(z)
         n = int(net.get("n", 0))
         n_sub = 0
         detail = f"n-cut {_fmt(net.get('ncut'))} vs {n} within-layer shuffles, z={_fmt(stat)}"
-        failing = f"shuffle p={_fmt(p)} > alpha={alpha:g} ({detail}; k={k}, seed={seed})"
+        label = "shuffle p"
+        where = f"({detail}; k={k}, seed={seed})"
+        if "p_low" in net:
+            bounds = {"p_low": float(net["p_low"]), "p_high": float(net["p_high"])}
     else:
+        robust_net = net.get("chi2") if (method == "chi2" and isinstance(net.get("chi2"), dict)) else net
         pv, sv = net.get(f"{method}_p"), net.get(f"{method}_stat")
         p = float("nan") if pv is None else float(pv)
         stat = float("nan") if sv is None else float(sv)
         n_sub = int(net.get("n", len(run.result.rows)))
         excl = int(net.get("n_excluded", 0) or 0)
         detail = _top_rows(run.result.rows, measure)
-        failing = (f"{_METHOD_LABEL[method]} p={_fmt(p)} > alpha={alpha:g} over {n_sub} sub-clusters"
-                   + (f" ({excl} excluded)" if excl else "") + (f" ({detail})" if detail else "")
-                   + f"; statistic {_fmt(stat)}, k={k}, seed={seed}"
-                   + (f"; claim: {measure.side_note}" if measure.side_note else ""))
+        if "p_low" in robust_net:
+            bounds = {"p_low": float(robust_net["p_low"]), "p_high": float(robust_net["p_high"])}
+            detail = (f"holds in {robust_net.get('holds')} of {net.get('ensemble')} partitions, fails in "
+                      f"{robust_net.get('fails')} (quorum {robust_net.get('quorum')})"
+                      + (f"; {detail}" if detail else ""))
+        label = f"{_METHOD_LABEL[method]} p"
+        where = (f"over {n_sub} sub-clusters" + (f" ({excl} excluded)" if excl else "")
+                 + (f" ({detail})" if detail else "") + f"; statistic {_fmt(stat)}, k={k}, seed={seed}"
+                 + (f"; claim: {measure.side_note}" if measure.side_note else ""))
     claim = Claim(name=name, measure=measure_name, method=method, statistic=stat, p_raw=p,
-                  alpha=alpha, n_subclusters=n_sub, detail=detail, probe_seconds=float(run.seconds))
-    message = f"{measure_name} not shown: {failing}"
+                  alpha=alpha, n_subclusters=n_sub, detail=detail, probe_seconds=float(run.seconds),
+                  **bounds, **ident)
+    low, high = claim.bounds
+    span = f" (noise bounds [{_fmt(low)}, {_fmt(high)}])" if bounds else ""
+    message = f"{measure_name} not shown: {label}={_fmt(p)}{span} > alpha={alpha:g} {where}"
     if math.isnan(p):
-        message = f"{measure_name} not shown: p is undefined; {failing}"
-    return _judge(claim, collector, message)
+        message = f"{measure_name} not shown: p is undefined; {label}={_fmt(p)} > alpha={alpha:g} {where}"
+    undecided = (f"{measure_name} inconclusive: {label}={_fmt(p)} with noise bounds [{_fmt(low)}, "
+                 f"{_fmt(high)}] straddling alpha={alpha:g} {where}; raise max_random or the ensemble, "
+                 f"or accept it as not shown")
+    return _judge(claim, collector, message, undecided)
 
 
 # --------------------------------------------------------------------------- public assertions

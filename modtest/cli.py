@@ -1,4 +1,10 @@
-"""Command line: ``modtest cluster``, ``modtest audit``; options shared with the pytest plugin."""
+"""Command line: ``modtest cluster``, ``modtest audit``, ``modtest compare``, ``modtest report``.
+
+The settings shared with the pytest plugin come from one table (:mod:`modtest.options`), so a value
+gets the same check and the same message in both. Exit status of ``modtest audit``: 0 when every
+claim holds, 1 when a claim fails (after correction; an inconclusive claim too with
+``--inconclusive fail``), 2 for a usage error; ``--no-fail`` reports without failing.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,91 +12,155 @@ import json
 import sys
 
 from modtest.errors import ModtestError
+from modtest.options import BY_DEST, parse
+
+EXIT_OK, EXIT_CLAIM_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _add(p: argparse.ArgumentParser, dest: str, **kw) -> None:
+    """An option of the shared table, under its ``modtest`` flag (parsed and checked after argparse)."""
+    opt = BY_DEST[dest]
+    default = opt.default if opt.kind != "path" else None
+    if opt.kind == "bool":
+        p.add_argument(opt.cli, dest=dest, action="store_true", help=opt.help)
+    else:
+        p.add_argument(opt.cli, dest=dest, default=None, metavar=kw.pop("metavar", dest.split("_")[-1].upper()),
+                       help=f"{opt.help}" if default is None else opt.help)
+
+
+def _settings(args, dests) -> dict:
+    """The parsed, checked values of the table options ``dests`` (one-line errors name the flag)."""
+    return {d: parse(BY_DEST[d], getattr(args, d, None), BY_DEST[d].cli) for d in dests}
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", help="model file (.keras or .h5); default: the shipped digits MLP")
-    p.add_argument("--k", type=int, default=12, help="number of clusters (default 12)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--json", metavar="PATH", help="write the result as JSON")
-    p.add_argument("--trust-model", action="store_true",
-                   help="allow Lambda layers / custom objects (runs code from the model file)")
+    for dest in ("modtest_k", "modtest_seed", "modtest_json", "modtest_trust_model"):
+        _add(p, dest)
 
 
-def _resolve_model(args):
+def _resolve_model(model, trust: bool):
+    """The model adapter and the name to print (the shipped example without a MODEL)."""
     from modtest._examples import EXAMPLE_MODEL, example_path
-    from modtest._runtime import import_keras
-    from modtest.model import load_model
+    from modtest.frameworks import adapt, check_model_file
 
-    import_keras()
-
-    if args.model is None:
+    if model is None:
         path = example_path(EXAMPLE_MODEL)
         print(f"no MODEL given: using the shipped example {path.name}")
-        return load_model(path), str(path)
-    return load_model(args.model, trust=args.trust_model), args.model
+        return adapt(path), str(path)
+    check_model_file(model, trust=trust)  # a missing file is reported before any framework import
+    return adapt(model, trust=trust), model
 
 
 def cmd_cluster(args) -> int:
     from modtest._io import atomic_write_text
     from modtest.cluster import cluster
 
-    model, name = _resolve_model(args)
-    part = cluster(model, k=args.k, seed=args.seed)
+    s = _settings(args, ("modtest_k", "modtest_seed", "modtest_json", "modtest_trust_model"))
+    model, name = _resolve_model(args.model, s["modtest_trust_model"])
+    part = cluster(model, k=s["modtest_k"], seed=s["modtest_seed"])
     g = part.graph
     print(f"{name}: {g.n_nodes} nodes ({g.kind}), k={part.k}, seed={part.seed}, n-cut={part.ncut:.4f}")
+    print("  per layer: units in each cluster (cluster:units); 'isolated' units have no edges "
+          "(dead or pruned) and belong to no cluster")
     for layer, size, role in zip(g.layer_names, g.layer_sizes, g.roles):
         lab = part.layer_labels(layer)
         counts = {int(c): int((lab == c).sum()) for c in sorted(set(lab.tolist()))}
-        text = "  ".join(f"{'iso' if c < 0 else c}:{n}" for c, n in counts.items())
+        text = "  ".join(f"{'isolated' if c < 0 else c}:{n}" for c, n in counts.items())
         print(f"  {layer:<16} {role:<6} {size:>5} units   {text}")
-    if args.json:
+    if s["modtest_json"]:
         d = part.to_dict()
         out = {"k": d["k"], "ncut": d["ncut"], "n_nodes": d["n_nodes"],
-               "layers": [{"name": l["name"], "units": l["units"]} for l in d["layers"]],
-               "subclusters": [{key: s[key] for key in ("cluster", "layer", "units", "size", "fraction")}
-                               for s in d["subclusters"]]}
-        atomic_write_text(args.json, json.dumps(out, indent=2))
-        print(f"wrote {args.json}")
-    return 0
+               "layers": [{"name": layer["name"], "units": layer["units"]} for layer in d["layers"]],
+               "subclusters": [{key: sub[key] for key in ("cluster", "layer", "units", "size", "fraction")}
+                               for sub in d["subclusters"]]}
+        atomic_write_text(s["modtest_json"], json.dumps(out, indent=2))
+        print(f"wrote {s['modtest_json']}")
+    return EXIT_OK
+
+
+_AUDIT = ("modtest_k", "modtest_seed", "modtest_json", "modtest_trust_model", "data", "modtest_alpha",
+          "modtest_correction", "modtest_protocol", "modtest_ensemble", "modtest_max_random",
+          "modtest_inconclusive", "modtest_html")
 
 
 def cmd_audit(args) -> int:
     """Cluster the model, run the lesion study and print one line per tested sub-cluster."""
     from modtest._examples import EXAMPLE_DATA, example_path
-    from modtest._validation import load_data
+    from modtest._validation import check_int, load_data
     from modtest.report.audit import run_audit
 
-    if args.html or args.json:
-        _check_writable(args.json, args.html)
-    model, name = _resolve_model(args)
-    if args.data is None:
+    s = _settings(args, _AUDIT)
+    n_random = check_int("--n-random", args.n_random, minimum=1)
+    if s["modtest_protocol"] == "robust":
+        from modtest.robust import ensemble_quorum
+
+        ensemble_quorum(s["modtest_ensemble"])
+    if s["modtest_html"] or s["modtest_json"]:
+        _check_writable(s["modtest_json"], s["modtest_html"])
+    data = s["data"]
+    if data is None:
         data = example_path(EXAMPLE_DATA)
         print(f"no --data given: using the shipped example {data.name}")
-    else:
-        data = args.data
-    x, y = load_data(data)
-    report, part, res = run_audit(model, x, y, k=args.k, seed=args.seed, n_random=args.n_random,
-                                  alpha=args.alpha, clusterability=args.clusterability,
-                                  double_lesion=args.double_lesion, double_n_random=args.double_n_random,
-                                  model_path=name, data_path=data)
+    x, y = load_data(data)  # before the model: a bad data file is reported before any framework import
+    model, name = _resolve_model(args.model, s["modtest_trust_model"])
+    report, part, res = run_audit(model, x, y, k=s["modtest_k"], seed=s["modtest_seed"], n_random=n_random,
+                                  alpha=s["modtest_alpha"], correction=s["modtest_correction"],
+                                  clusterability=args.clusterability, double_lesion=args.double_lesion,
+                                  double_n_random=args.double_n_random, model_path=name, data_path=data,
+                                  protocol=s["modtest_protocol"], ensemble=s["modtest_ensemble"],
+                                  max_random=s["modtest_max_random"])
+    _print_audit(report, part, res, name)
+    if s["modtest_json"]:
+        from modtest._io import atomic_write_text
+
+        out = report.to_dict()
+        from modtest.results import _jsonable
+
+        imp, coh = res.network["importance"], res.network["output_coherence"]
+        out.update(_jsonable({  # the keys of earlier versions, for their readers
+            "ncut": float(part.ncut), "subclusters": res.rows,
+            "importance": {"fisher_p": imp["fisher_p"], "chi2_p": imp["chi2_p"]},
+            "output_coherence": {"fisher_p": coh["fisher_p"], "chi2_p": coh["chi2_p"]}}))
+        atomic_write_text(s["modtest_json"], json.dumps(out, indent=2, allow_nan=False))
+        print(f"wrote {s['modtest_json']}")
+    if s["modtest_html"]:
+        from modtest.report.html import write_html
+
+        write_html(report, s["modtest_html"])
+        print(f"wrote {s['modtest_html']}")
+    failed = report.n_failed + (report.n_inconclusive if s["modtest_inconclusive"] == "fail" else 0)
+    if failed and not args.no_fail:
+        print(f"modtest: {failed} claim(s) not shown (exit status 1; --no-fail reports without failing)",
+              file=sys.stderr)
+        return EXIT_CLAIM_FAILED
+    return EXIT_OK
+
+
+def _fmt_p(p) -> str:
+    return "-" if p is None else f"{p:.3f}"
+
+
+def _print_audit(report, part, res, name) -> None:
     print(f"{name}: k={part.k}, seed={part.seed}, n-cut={part.ncut:.4f}, "
-          f"base accuracy={res.extras['base_accuracy']:.4f}, n_random={args.n_random}")
+          f"base accuracy={res.extras['base_accuracy']:.4f}, protocol={report.protocol}")
     print(f"  {'layer':<16} {'cluster':>7} {'size':>5} {'fraction':>8} {'drop':>8} "
-          f"{'p_importance':>12} {'p_coherence':>11}  category")
-
-    def fmt_p(p):
-        return "-" if p is None else f"{p:.3f}"
-
+          f"{'p_importance':>12} {'p_coherence':>11} {'controls':>8}  category")
     for r in res.rows:
         print(f"  {r['layer']:<16} {r['cluster']:>7} {r['size']:>5} {r['fraction']:>8.3f} "
-              f"{r['drop']:>8.4f} {fmt_p(r['p_importance']):>12} {fmt_p(r['p_coherence']):>11}  "
-              f"{r['category']}")
-    imp, coh = res.network["importance"], res.network["output_coherence"]
-    print(f"importance:       Fisher p={imp['fisher_p']:.3g}  chi2 p={imp['chi2_p']:.3g}  "
-          f"(n={imp['n']})")
-    print(f"output coherence: Fisher p={coh['fisher_p']:.3g}  chi2 p={coh['chi2_p']:.3g}  "
-          f"(n={coh['n']}, excluded={coh['n_excluded']})")
+              f"{r['drop']:>8.4f} {_fmt_p(r['p_importance']):>12} {_fmt_p(r['p_coherence']):>11} "
+              f"{len(r['random_drops']):>8}  {r['category']}")
+    for measure in ("importance", "output_coherence"):
+        net = res.network[measure]
+        label = measure.replace("_", " ") + ":"
+        if "partitions" in net:
+            print(f"{label:<18}p={net['p']:.3g} in [{net['p_low']:.3g}, {net['p_high']:.3g}], holds in "
+                  f"{net['holds']} and fails in {net['fails']} of {net['ensemble']} partitions "
+                  f"(quorum {net['quorum']}; chi2 p={net['chi2_p']:.3g})")
+            print("    " + "  ".join(f"seed {e['seed']}: {e['p']:.2g}" for e in net["partitions"]))
+        else:
+            print(f"{label:<18}Fisher p={net['fisher_p']:.3g}  chi2 p={net['chi2_p']:.3g}  (n={net['n']}"
+                  + (f", excluded={net['n_excluded']}" if net.get("n_excluded") else "") + ")")
     if res.network["n_filtered"]:
         print(f"{res.network['n_filtered']} of {res.network['n_subclusters']} sub-clusters filtered out")
     cl = report.probe("clusterability")
@@ -102,23 +172,6 @@ def cmd_audit(args) -> int:
         print(f"double lesions:   {len(pairs)} pair(s) of important sub-clusters in different layers")
     print(f"claims ({report.correction} correction, alpha={report.alpha:g}): " + ", ".join(
         f"{c['measure']} {c['verdict']} (p={c['p_corrected']:.3g})" for c in report.claims))
-    if args.json:
-        from modtest.results import _jsonable
-
-        out = report.to_dict()
-        out.update(_jsonable({"k": part.k, "ncut": float(part.ncut), "subclusters": res.rows,
-                              "importance": {"fisher_p": imp["fisher_p"], "chi2_p": imp["chi2_p"]},
-                              "output_coherence": {"fisher_p": coh["fisher_p"], "chi2_p": coh["chi2_p"]}}))
-        from modtest._io import atomic_write_text
-
-        atomic_write_text(args.json, json.dumps(out, indent=2, allow_nan=False))
-        print(f"wrote {args.json}")
-    if args.html:
-        from modtest.report.html import write_html
-
-        write_html(report, args.html)
-        print(f"wrote {args.html}")
-    return 0
 
 
 def _check_writable(*paths) -> None:
@@ -134,8 +187,8 @@ def _check_writable(*paths) -> None:
 
 
 def cmd_compare(args) -> int:
-    """Compare two audit JSON files; exit 1 when a claim stopped holding or a --fail rule broke."""
-    from modtest.compare import compare_reports, parse_rules
+    """Compare two audit JSON files; exit 1 when a claim stopped holding or a rule broke."""
+    from modtest.report.compare import compare_reports, parse_rules
     from modtest.report.schema import load_report
 
     rules = parse_rules(args.fail)
@@ -151,7 +204,7 @@ def cmd_compare(args) -> int:
 
         write_html(cur, args.html, cmp)
         print(f"wrote {args.html}")
-    return 0 if cmp.ok else 1
+    return EXIT_OK if cmp.ok else EXIT_CLAIM_FAILED
 
 
 def cmd_report(args) -> int:
@@ -161,33 +214,39 @@ def cmd_report(args) -> int:
 
     write_html(load_report(args.report), args.html)
     print(f"wrote {args.html}")
-    return 0
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="modtest", description="Audit neural networks for modularity.")
+    ap = argparse.ArgumentParser(prog="modtest", description="Audit neural networks for modularity.",
+                                 epilog="exit status: 0 every claim holds, 1 a claim fails (modtest audit) or a "
+                                        "comparison finds a regression (modtest compare), 2 usage error")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("cluster", help="partition a model with spectral clustering")
     _add_model_args(p)
     p.set_defaults(func=cmd_cluster)
-    p = sub.add_parser("audit", help="cluster a model and run the lesion study (importance, coherence)")
+    p = sub.add_parser("audit", help="cluster a model and run the lesion study (importance, coherence)",
+                       epilog="exit status: 0 when every claim holds, 1 when a claim fails after correction "
+                              "(an inconclusive one too with --inconclusive fail), 2 for a usage error; "
+                              "--no-fail always exits 0 after a completed audit")
     _add_model_args(p)
-    p.add_argument("--data", metavar="D.npz", help="evaluation data with arrays x and y; default: the "
-                   "shipped digits test set")
-    p.add_argument("--n-random", type=int, default=20, help="random controls per sub-cluster (default 20)")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the claims (default 0.05)")
+    for dest in _AUDIT[4:]:
+        _add(p, dest)
+    p.add_argument("--n-random", type=int, default=20,
+                   help="random controls per sub-cluster (the robust protocol's first round; default 20)")
     p.add_argument("--clusterability", type=int, default=0, metavar="N",
                    help="also compare the n-cut with N within-layer weight shuffles (default 0: skip)")
     p.add_argument("--double-lesion", action="store_true",
                    help="also lesion pairs of important sub-clusters (paper A.10, Figure 9)")
     p.add_argument("--double-n-random", type=int, default=20, metavar="N",
                    help="random controls per double-lesion test (default 20)")
-    p.add_argument("--html", metavar="PATH", help="write the self-contained HTML report")
+    p.add_argument("--no-fail", action="store_true", help="exit 0 even when a claim fails (report only)")
     p.set_defaults(func=cmd_audit)
     p = sub.add_parser("compare", help="compare two audit JSON files (baseline, current)")
     p.add_argument("baseline", help="audit JSON of the baseline (--modtest-json / modtest audit --json)")
     p.add_argument("current", help="audit JSON to check against it")
-    p.add_argument("--fail", metavar="EXPR", help="comma-separated rules, e.g. p:10x,important:-2")
+    p.add_argument("--fail", metavar="EXPR", help="comma-separated rules, e.g. p:10x,important:-2 "
+                   "(default: the recommended noise-aware rules)")
     p.add_argument("--html", metavar="PATH", help="write the current audit's HTML report with the comparison")
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("report", help="render the HTML report of an audit JSON")
@@ -207,7 +266,7 @@ def main(argv=None) -> int:
         return args.func(args)
     except ModtestError as exc:
         print(f"modtest: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

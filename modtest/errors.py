@@ -35,3 +35,19 @@ class NoTestableSubclusters(ModtestError):
 
 class CacheError(ModtestError):
     """A cache entry or lock that cannot be used."""
+
+
+class ReportError(ModtestError):
+    """A report or baseline file that is missing, corrupt or of another schema version."""
+
+
+class StorageError(ReportError):
+    """A baseline name or folder that cannot be used, or a missing/corrupt baseline."""
+
+
+class CompareError(InvalidInput):
+    """An unusable comparison rule."""
+
+
+class ExecutorError(ModtestError):
+    """A place to run probe work units that cannot be used (e.g. an unreachable Dask scheduler)."""

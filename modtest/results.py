@@ -6,7 +6,7 @@ written as JSON (never pickled) and read back equal.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -120,7 +120,12 @@ class ProbeResult:
 
 @dataclass
 class Claim:
-    """One modularity assertion: what was claimed, its statistic, raw p, corrected p and verdict."""
+    """One modularity assertion: what was claimed, its statistic, raw p, corrected p and verdict.
+
+    ``p_low``/``p_high`` bound the p-value's noise (Monte Carlo error and partition ensemble in the
+    robust protocol; equal to ``p_raw`` in the paper's). ``outcome`` is ``"pass"``, ``"fail"`` or
+    ``"inconclusive"`` (None until judged); ``passed`` is True only for a pass.
+    """
 
     name: str
     measure: str
@@ -135,10 +140,26 @@ class Claim:
     detail: str = ""
     nodeid: str = ""
     probe_seconds: float = 0.0
+    p_low: float | None = None
+    p_high: float | None = None
+    p_low_corrected: float | None = None
+    p_high_corrected: float | None = None
+    outcome: str | None = None
+    k: int | None = None
+    seed: int | None = None
+    protocol: str = "paper"
 
     def to_dict(self) -> dict:
         return _jsonable(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict) -> "Claim":
-        return cls(**d)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) of the raw p-value; both ``p_raw`` without noise bounds."""
+        lo = self.p_raw if self.p_low is None else self.p_low
+        hi = self.p_raw if self.p_high is None else self.p_high
+        return lo, hi

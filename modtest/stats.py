@@ -53,7 +53,7 @@ __all__ = [
     "CORRECTION_METHODS", "categorize", "categorize_rows", "category_counts", "CATEGORIES",
     "IMPORTANT", "SIG_NOT_DIFF", "DIFF_NOT_SIG", "PRUNABLE", "COMPLETE", "SMALL", "OTHER",
     "dependency_case", "DEPENDENCY_CASES", "DEPENDENCY_READINGS",
-    "NEITHER", "Y_GIVEN_X", "X_GIVEN_Y", "BOTH", "binomial_interval",
+    "NEITHER", "Y_GIVEN_X", "X_GIVEN_Y", "BOTH", "binomial_interval", "entropy",
 ]
 
 _SIDES = ("right", "left")
@@ -325,7 +325,7 @@ def combine_pvalues(p, n_random, p_chi2=None) -> dict:
 
 # --------------------------------------------------------------------------- multiple comparisons
 
-CORRECTION_METHODS = ("holm", "fdr_bh", "bonferroni", "none")
+from modtest.options import CORRECTION_METHODS  # noqa: E402 - one list for API, CLI and pytest
 
 
 def correct(pvalues, method: str = "holm", alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
@@ -375,14 +375,9 @@ def correct(pvalues, method: str = "holm", alpha: float = 0.05) -> tuple[np.ndar
 
 # --------------------------------------------------------------------------- lesion taxonomy
 
-IMPORTANT = "important"
-SIG_NOT_DIFF = "sig-but-not-diff"
-DIFF_NOT_SIG = "diff-but-not-sig"
-PRUNABLE = "prunable"
-COMPLETE = "complete"
-SMALL = "small"
-OTHER = "other"
-CATEGORIES = (IMPORTANT, SIG_NOT_DIFF, DIFF_NOT_SIG, PRUNABLE, COMPLETE, SMALL, OTHER)
+from modtest.taxonomy import (  # noqa: E402 - the names live in one place
+    CATEGORIES, COMPLETE, DIFF_NOT_SIG, IMPORTANT, OTHER, PRUNABLE, SIG_NOT_DIFF, SMALL,
+)
 
 
 def _beats_all(p, n_random: int) -> bool:
@@ -549,6 +544,20 @@ def dependency_case(x_given_y: bool, y_given_x: bool) -> str:
     if y_given_x:
         return Y_GIVEN_X
     return NEITHER
+
+
+#: the quantiles of sub-cluster accuracy drops that audits report and comparisons read
+DROP_QUANTILES = (10, 25, 50, 75, 90)
+
+
+# --------------------------------------------------------------------------- visualization outputs
+
+def entropy(probs) -> np.ndarray:
+    """Entropy in nats of each row of ``probs`` (B, K); 0 log 0 = 0."""
+    p = np.clip(np.asarray(probs, dtype="float64"), 0.0, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, -p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    return terms.sum(axis=-1)
 
 
 # --------------------------------------------------------------------------- calibration reports

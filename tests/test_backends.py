@@ -16,8 +16,8 @@ SCRIPT = r"""
 import json, sys
 import numpy as np
 import keras, modtest
-from modtest.lesion import lesion_study
-from modtest.visualization_probe import visualization_study
+from modtest.probes.lesion import lesion_study
+from modtest.probes.visualization import visualization_study
 from modtest._examples import EXAMPLE_MODEL, EXAMPLE_CNN, EXAMPLE_DATA
 out = {"backend": keras.backend.backend()}
 d = np.load(EXAMPLE_DATA)

@@ -11,7 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pytest
 
-from modtest.cache import ProbeCache, cache_key, data_hash
+from modtest.store import ProbeCache, cache_key, data_hash
 from modtest.errors import CacheError
 from modtest.results import ProbeResult
 
@@ -78,7 +78,7 @@ def test_paths_stay_inside_root(tmp_path):
 
 HOLDER = """
 import sys, time
-from modtest.cache import ProbeCache
+from modtest.store import ProbeCache
 c = ProbeCache(sys.argv[1])
 lock = c.lock(sys.argv[2])
 lock.acquire()
@@ -167,24 +167,27 @@ def test_concurrent_put_never_half_written(tmp_path):
     assert all(seen) and c.get(KEY).network["importance"]["fisher_p"] in (0.1, 0.2, 0.3)
 
 
-def test_store_memory_then_disk(tmp_path, monkeypatch):
-    from modtest import probes
+def test_store_memory_then_disk(tmp_path):
+    from _fakes import FakeModel
+
+    from modtest.probes import Registry
+    from modtest.probes.store import ProbeStore
 
     calls = []
 
-    def fake(ctx):
-        calls.append(ctx.k)
+    def fake(req):
+        calls.append(req.k)
         return _result(0.01)
 
-    monkeypatch.setattr(probes, "model_fingerprint", lambda m: "fake")
-    monkeypatch.setitem(probes.PROBES, "fakeprobe", fake)
-    x, y = np.zeros((2, 2)), np.zeros(2)
-    s1 = probes.ProbeStore(ProbeCache(tmp_path))
-    assert s1.run("fakeprobe", None, x, y, 3, 0).source == "computed"
-    assert s1.run("fakeprobe", None, x, y, 3, 0).source == "memory"
-    s2 = probes.ProbeStore(ProbeCache(tmp_path))
-    assert s2.run("fakeprobe", None, x, y, 3, 0).source == "disk"
-    assert s2.run("fakeprobe", None, x, y, 4, 0).source == "computed"
+    registry = Registry()
+    registry.register("fake", "fakeprobe", fake)
+    x, y, model = np.zeros((2, 2)), np.zeros(2), FakeModel("fake")
+    s1 = ProbeStore(ProbeCache(tmp_path), registry=registry)
+    assert s1.run("fakeprobe", model, x, y, 3, 0).source == "computed"
+    assert s1.run("fakeprobe", model, x, y, 3, 0).source == "memory"
+    s2 = ProbeStore(ProbeCache(tmp_path), registry=registry)
+    assert s2.run("fakeprobe", model, x, y, 3, 0).source == "disk"
+    assert s2.run("fakeprobe", model, x, y, 4, 0).source == "computed"
     assert calls == [3, 4]
 
 

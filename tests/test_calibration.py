@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modtest import session, stats
+from modtest import claims as session, stats
 from modtest._random import random_unit_sets
 from modtest.cluster import cluster
-from modtest.lesion import lesion_study
+from modtest.probes.lesion import lesion_study
 from modtest.results import Claim, SubCluster
 
 from _models import tiny_mlp

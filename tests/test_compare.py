@@ -5,7 +5,7 @@ import json
 import pytest
 
 from modtest.cli import main
-from modtest.compare import CompareError, compare_reports, metrics, parse_rules
+from modtest.report.compare import CompareError, compare_reports, metrics, parse_rules
 from test_report import small_report
 
 PLUGIN = ("-p", "modtest", "-p", "no:cacheprovider")
@@ -17,7 +17,9 @@ def test_parse_rules():
     rules = parse_rules(" p:10x, important:-2,drop_q50:-0.01 ,prunable:+3")
     assert [(r.name, r.op, r.amount) for r in rules] == [("p", "x", 10.0), ("important", "-", 2.0),
                                                          ("drop_q50", "-", 0.01), ("prunable", "+", 3.0)]
-    assert parse_rules(None) == [] and parse_rules("") == []
+    assert parse_rules("") == [] and parse_rules("none") == [] and parse_rules(" None ") == []
+    # no rules given: the recommended noise-aware defaults
+    assert [r.text for r in parse_rules(None)] == ["p:10x", "important:-2"]
 
 
 @pytest.mark.parametrize("expr,match", [
@@ -106,7 +108,7 @@ def test_save_then_compare_end_to_end(pytester):
                                         "--modtest-html", "r.html")
     res.assert_outcomes(passed=1)
     saved = json.loads((pytester.path / ".modtest" / "baselines" / "main.json").read_text())
-    assert saved["schema_version"] == 1 and saved["claims"][0]["verdict"] == "pass"
+    assert saved["schema_version"] == 2 and saved["claims"][0]["verdict"] == "pass"
     assert saved["probes"][0]["probe"] == "lesion" and saved["probes"][0]["k"] == 2
     rep = json.loads((pytester.path / "r.json").read_text())
     assert rep["n_claims"] == 1 and rep["correction"] == "holm" and "versions" in rep
@@ -165,7 +167,7 @@ def test_ini_keys(pytester, monkeypatch):
     pytester.makeini("[pytest]\nmodtest_compare = latest\nmodtest_storage = ini_store\n"
                      "modtest_compare_fail = p:5x\nmodtest_save = nightly\nmodtest_html = r.html\n")
     pytester.makepyfile("""
-        from modtest.plugin import _state
+        from modtest.plugin import get_session as _state
 
         def test_state(request):
             st = _state(request.config)

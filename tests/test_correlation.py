@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from modtest.correlation import (
+from modtest.probes.correlation import (
     align_signs, correlation_visualization, spearman_matrix, subcluster_visualization,
 )
 from modtest.errors import InvalidInput

@@ -13,11 +13,11 @@ import json
 import numpy as np
 import pytest
 
-from modtest import probes
 from modtest._random import random_unit_sets
-from modtest.cache import ProbeCache
+from modtest.store import ProbeCache
 from modtest.cluster import cluster
-from modtest.lesion import lesion_study
+from modtest.probes.lesion import lesion_study
+from modtest.probes.store import ProbeStore
 
 from _models import planted_mlp, tiny_mlp
 
@@ -70,15 +70,13 @@ def test_random_controls_are_pure_functions_of_their_key():
     assert not np.array_equal(a, random_unit_sets(50, 7, 20, "hash", "lesion", "h1", 3, 1))
 
 
-def test_cold_and_warm_cache_give_identical_results(setup, tmp_path, monkeypatch):
+def test_cold_and_warm_cache_give_identical_results(setup, tmp_path):
     model, x, y = setup
-    monkeypatch.setattr(probes, "_PARTITIONS", {})
-    cold = probes.ProbeStore(ProbeCache(tmp_path))
+    cold = ProbeStore(ProbeCache(tmp_path))  # no session partitions: each store clusters anew
     r_cold = cold.run("lesion", model, x, y, 3, 0, {"n_random": 10})
-    monkeypatch.setattr(probes, "_PARTITIONS", {})  # the partition is recomputed, too
-    warm = probes.ProbeStore(ProbeCache(tmp_path))
+    warm = ProbeStore(ProbeCache(tmp_path))
     r_warm = warm.run("lesion", model, x, y, 3, 0, {"n_random": 10})
-    nocache = probes.ProbeStore(None).run("lesion", model, x, y, 3, 0, {"n_random": 10})
+    nocache = ProbeStore(None).run("lesion", model, x, y, 3, 0, {"n_random": 10})
     assert (r_cold.source, r_warm.source) == ("computed", "disk")
     assert _strip(r_cold.result.to_dict()) == _strip(r_warm.result.to_dict()) == _strip(nocache.result.to_dict())
     for key in ("importance", "output_coherence"):
@@ -143,8 +141,9 @@ def _cache_entries(root):
     return out
 
 
+@pytest.mark.slow
 def test_example_audit_identical_for_0_2_and_3_workers(pytester):
-    """The shipped example audit (examples/test_digits_modularity.py on the digits MLP) under -n 0, and
+    """The shipped example audit (paper protocol) (examples/test_digits_modularity.py on the digits MLP) under -n 0, and
     under -n 2 and -n 3 with every worker sharing the lesion probe's work units: the same partition,
     the same random controls (the sub-clusters' and controls' unit sets in the cached probe results)
     and the same statistics and raw and corrected p-values of every claim."""
@@ -156,8 +155,8 @@ def test_example_audit_identical_for_0_2_and_3_workers(pytester):
         shutil.copy(root / "examples" / name, pytester.path)
     runs = {}
     for n in (0, 2, 3):
-        args = ["-p", "modtest", "-p", "no:cacheprovider", "--model", "digits_mlp.keras",
-                "--modtest-cache", f"cache{n}", "--modtest-json", f"r{n}.json", "-n", str(n)]
+        args = ["-p", "modtest", "-p", "no:cacheprovider", "--model", "digits_mlp.keras", "--modtest-protocol",
+                "paper", "--modtest-cache", f"cache{n}", "--modtest-json", f"r{n}.json", "-n", str(n)]
         if n:
             args += ["--modtest-prefetch", "importance"]
         res = pytester.runpytest_subprocess(*args, "test_digits_modularity.py", timeout=600)
@@ -178,3 +177,41 @@ def test_example_audit_identical_for_0_2_and_3_workers(pytester):
         assert runs[n]["claims"] == serial["claims"], n
         assert runs[n]["partitions"] == serial["partitions"], n
         assert runs[n]["probes"] == serial["probes"], n  # rows: units, random_units, drops, p-values
+
+
+ROBUST = """
+from modtest.assertions import assert_importance, assert_output_coherence
+
+def test_importance(model, eval_data):
+    assert_importance(model, data=eval_data)
+
+def test_coherence(model, eval_data):
+    assert_output_coherence(model, data=eval_data)
+"""
+
+
+def test_robust_audit_identical_serial_and_two_workers(pytester, setup, tmp_path):
+    """The robust protocol (an ensemble of 5 partitions, controls added where a decision needs them)
+    under -n 0 and under -n 2 with both workers sharing the ensemble's lesion units: the same claims
+    (p, noise bounds, verdicts) and the same cached probe results."""
+    model, x, y = setup
+    model.save(tmp_path / "m.keras")
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    pytester.makepyfile(test_robust=ROBUST)
+    runs = {}
+    for n in (0, 2):
+        args = ["-p", "modtest", "-p", "no:cacheprovider", "--model", str(tmp_path / "m.keras"), "--data",
+                str(tmp_path / "d.npz"), "--modtest-k", "3", "--modtest-ensemble", "5", "--modtest-cache", f"cache{n}",
+                "--modtest-json", f"r{n}.json", "-n", str(n)]
+        if n:
+            args += ["--modtest-prefetch", "importance"]
+        res = pytester.runpytest_subprocess(*args, timeout=600)
+        assert res.ret in (0, 1), res.stdout.str()
+        rep = json.loads((pytester.path / f"r{n}.json").read_text())
+        runs[n] = {"claims": sorted((c["nodeid"], c["measure"], c["p_raw"], c["p_low"], c["p_high"], c["verdict"],
+                                     c["p_corrected"]) for c in rep["claims"]),
+                   "probes": _cache_entries(pytester.path / f"cache{n}")}
+        if n:
+            assert list((pytester.path / f"cache{n}" / "workshare").glob("*/*.unit.json"))
+    assert len(runs[0]["claims"]) == 2 and all(c[3] is not None for c in runs[0]["claims"])
+    assert runs[2] == runs[0]

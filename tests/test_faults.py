@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from modtest.cache import ProbeCache
+from modtest.store import ProbeCache
 
 PLUGIN = ("-p", "modtest", "-p", "no:cacheprovider")
 

@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from modtest import gpus
+from modtest.plugin import gpus
 
 
 @pytest.mark.parametrize("value,expected", [

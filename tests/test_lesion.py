@@ -12,8 +12,8 @@ from modtest import stats  # noqa: E402
 from modtest._examples import EXAMPLE_DATA, EXAMPLE_MODEL  # noqa: E402
 from modtest.cluster import cluster  # noqa: E402
 from modtest.errors import InvalidInput, NoTestableSubclusters  # noqa: E402
-from modtest.lesion import double_lesion_study, lesion_study  # noqa: E402
-from modtest.model import load_model  # noqa: E402
+from modtest import double_lesion_study, lesion_study  # noqa: E402
+from modtest.frameworks.keras.model import load_model  # noqa: E402
 
 
 # ------------------------------------------------------------------------------ planted modules
@@ -98,7 +98,7 @@ def test_double_lesion_fast_equals_reference():
 def test_double_lesion_pairs_shared_as_work_units(tmp_path):
     """With a workshare folder each pair is a work unit: a first process computes and publishes
     them, a second finds them all; both results equal the unshared one."""
-    from modtest.workshare import WorkShare
+    from modtest.executors.workshare import WorkShare
 
     model, x, y = _planted(depth=2, half=6, seed=1)
     part = cluster(model, k=2, seed=0)
@@ -204,7 +204,10 @@ def test_cli_audit(tmp_path, capsys):
     from modtest.cli import main
 
     out = tmp_path / "audit.json"
-    assert main(["audit", "--n-random", "5", "--json", str(out)]) == 0
+    # output coherence does not hold on the shipped MLP: exit status 1, and 0 with --no-fail
+    assert main(["audit", "--n-random", "5", "--protocol", "paper", "--json", str(out)]) == 1
+    assert "1 claim(s) not shown" in capsys.readouterr().err
+    assert main(["audit", "--n-random", "5", "--protocol", "paper", "--no-fail", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "using the shipped example" in text and "Fisher p=" in text and "important" in text
     d = json.loads(out.read_text())

@@ -6,7 +6,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from modtest.lesion import FastEngine, ReferenceEngine, lesioned  # noqa: E402
+from modtest.frameworks.keras.engines import FastEngine, ReferenceEngine, lesioned  # noqa: E402
 
 
 def _mlp():
@@ -210,7 +210,7 @@ def test_fast_engine_blocks_big_data_and_falls_back_when_it_cannot_split():
 def test_incremental_path_with_folded_batch_norm_and_exact_recomputation(monkeypatch):
     """c1 -> bn1 -> relu -> c2 -> bn2: the incremental path at c1 folds bn2 into the increments;
     forcing every row through the exact suffix (screening tolerance huge) gives the same labels."""
-    import modtest.lesion as lesion
+    import modtest.frameworks.keras.engines as lesion
 
     model = _cnn()
     x = np.random.default_rng(7).normal(size=(40, 6, 6, 1)).astype("float32")
@@ -225,7 +225,7 @@ def test_incremental_path_with_folded_batch_norm_and_exact_recomputation(monkeyp
 
 
 def test_batch_norm_affine_equals_the_layer():
-    from modtest.lesion import _bn_affine
+    from modtest.frameworks.keras.engines import _bn_affine
 
     bn = _cnn().get_layer("bn1")
     h = np.random.default_rng(9).normal(size=(5, 6, 6, 6)).astype("float32")

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from modtest import assertions, probes, session
+from modtest import assertions, probes
 
 PLUGIN = ("-p", "modtest", "-p", "no:cacheprovider")
 
@@ -38,7 +38,7 @@ def one_line_usage_error(res, match):
 
 STATE_TEST = """
 import json
-from modtest.plugin import _state
+from modtest.plugin import get_session as _state
 
 def test_state(request):
     st = _state(request.config)
@@ -113,13 +113,13 @@ def test_backend_set_before_keras_and_unused_plugin_is_cheap(pytester):
 
 
 @pytest.mark.parametrize("args,ini,match", [
-    (["--modtest-correction", "sidak"], "", "--modtest-correction: unknown method 'sidak'"),
-    ([], "modtest_correction = nope", "unknown method 'nope'"),
+    (["--modtest-correction", "sidak"], "", "--modtest-correction: unknown value 'sidak'"),
+    ([], "modtest_correction = nope", "unknown value 'nope'"),
     (["--modtest-k", "abc"], "", "--modtest-k must be an integer"),
-    (["--modtest-k", "1"], "", "--modtest-k must be >= 2"),
-    (["--modtest-alpha", "1.5"], "", "--modtest-alpha must lie in (0, 1)"),
-    (["--modtest-seed", "-1"], "", "--modtest-seed must be >= 0"),
-    (["--modtest-backend", "mxnet"], "", "unknown backend 'mxnet'"),
+    (["--modtest-k", "1"], "", "--modtest-k must be an integer >= 2"),
+    (["--modtest-alpha", "1.5"], "", "--modtest-alpha must be a number in (0, 1)"),
+    (["--modtest-seed", "-1"], "", "--modtest-seed must be an integer >= 0"),
+    (["--modtest-backend", "mxnet"], "", "--modtest-backend: unknown value 'mxnet'"),
     (["--model", "missing.keras"], "", "model file not found"),
     ([], "model = missing.keras", "model file not found"),
 ])
@@ -156,7 +156,7 @@ def test_bad_data_is_usage_error_before_tests(pytester, saved_model):
 def test_fixtures_shared_and_computed_once(pytester, saved_model):
     body = """
         import json
-        from modtest.probes import ProbeStore
+        from modtest.probes.store import ProbeStore
 
         def test_{n}(model, eval_data, partition, modtest_probes):
             x, y = eval_data
@@ -179,14 +179,19 @@ def test_clusterable_on_planted_modules(pytester, tmp_path, planted_mlp):
     pytester.makepyfile(f"""
         from modtest.assertions import assert_clusterable
 
-        def test_planted(model):
+        def test_planted(model, request):
             claim = assert_clusterable(model, k=2, n_shuffles=19)
-            assert claim.p_raw == 0.05 and claim.passed is None  # provisional until the session ends
+            assert claim.passed is None  # provisional until the session ends
+            if request.config.getoption("modtest_protocol") == "paper":
+                assert claim.p_raw == 0.05 and claim.p_low is None  # 19 shuffles, none as low: 1/20
+            else:  # shuffles added until the interval of the exact p is below alpha
+                assert claim.p_raw < 0.05 and claim.p_high <= 0.05
     """)
-    res = run(pytester, "--model", str(path), "--modtest-json", "r.json")
-    res.assert_outcomes(passed=1)
-    rep = json.loads((pytester.path / "r.json").read_text())
-    assert rep["claims"][0]["measure"] == "clusterability" and rep["claims"][0]["verdict"] == "pass"
+    for protocol in ("paper", "robust"):
+        res = run(pytester, "--model", str(path), "--modtest-json", "r.json", "--modtest-protocol", protocol)
+        res.assert_outcomes(passed=1)
+        rep = json.loads((pytester.path / "r.json").read_text())
+        assert rep["claims"][0]["measure"] == "clusterability" and rep["claims"][0]["verdict"] == "pass"
 
 
 # --------------------------------------------------------------------------- failures and reporting
@@ -215,7 +220,7 @@ def test_failures_reported_and_exit_status(pytester, modtest_stub):
     assert ("importance not shown: Fisher p=0.31 > alpha=0.05 over 29 sub-clusters "
             "(top: dense_2-3 drop 0.12 p=0.0476, dense_1-0 drop 0.01 p=0.5)") in out
     assert "no testable sub-clusters: none of the 4 sub-clusters has >= 3 units" in out
-    res.stdout.fnmatch_lines(["*= modtest =*", "3 assertion(s), holm correction, 2 failed*",
+    res.stdout.fnmatch_lines(["*= modtest =*", "3 assertion(s), robust protocol, holm correction, 2 failed*",
                               "PASS test_inner.py::test_ok importance (fisher) statistic=1.5 raw p=0.001 "
                               "corrected p=0.002 alpha=0.05 probe *s"])
     claims = json.loads((pytester.path / "r.json").read_text())["claims"]
@@ -322,17 +327,15 @@ def test_workers_sharing_a_gpu_allocate_as_they_go(pytester, monkeypatch):
 # --------------------------------------------------------------------------- outside pytest
 
 @pytest.fixture
-def stubbed(monkeypatch):
-    """The assertion seams stubbed in this process, and no session collecting claims."""
-    monkeypatch.setattr(session, "_ACTIVE", None)
-    monkeypatch.setattr(probes, "_STORE", probes.ProbeStore())
-    monkeypatch.setattr(assertions, "resolve_model", lambda m, trust=False: m)
-    monkeypatch.setattr(assertions, "resolve_data", lambda d, m, defaults=None: (np.zeros((2, 2)), np.zeros(2)))
-    monkeypatch.setattr(probes, "model_fingerprint", lambda m: str(m))
-    saved = dict(probes.MEASURES), dict(probes.PROBES)
-    yield probes
-    probes.MEASURES.clear(), probes.MEASURES.update(saved[0])
-    probes.PROBES.clear(), probes.PROBES.update(saved[1])
+def stubbed():
+    """A context of its own in this process (its own measure registry), no session collecting claims;
+    yields the registry."""
+    from modtest.context import AuditContext, using
+    from modtest.probes.store import ProbeStore
+
+    registry = probes.Registry()
+    with using(AuditContext(store=ProbeStore(registry=registry))):
+        yield registry
 
 
 def _net(p):
@@ -342,17 +345,20 @@ def _net(p):
 def test_outside_pytest_judged_alone(stubbed):
     from modtest.results import ProbeResult
 
-    stubbed.register_measure("input_coherence", "visualization",
+    stubbed.register("input_coherence", "visualization",
                              lambda ctx: ProbeResult("visualization", [], {"input_coherence": _net(0.04)}),
                              "input_coherence", row_p_key="p_input")
-    c = assertions.assert_input_coherence("m", alpha=0.05)
+    from _fakes import FakeModel
+
+    m = FakeModel("m")
+    c = assertions.assert_input_coherence(m, alpha=0.05)
     assert (c.passed, c.p_raw, c.p_corrected, c.correction, c.statistic) == (True, 0.04, 0.04, "none", 3.0)
-    assert assertions.assert_input_coherence("m", method="chi2").p_raw == 0.02
+    assert assertions.assert_input_coherence(m, method="chi2").p_raw == 0.02
     with pytest.raises(AssertionError, match=r"input_coherence not shown: Fisher p=0.04 > alpha=0.01 "
                                              r"over 5 sub-clusters \(1 excluded\)"):
-        assertions.assert_input_coherence("m", alpha=0.01)
+        assertions.assert_input_coherence(m, alpha=0.01)
     with pytest.raises(ValueError, match="unknown method"):
-        assertions.assert_input_coherence("m", method="stouffer")
+        assertions.assert_input_coherence(m, method="stouffer")
 
 
 def test_xfail_claim_does_not_fail_session(pytester, modtest_stub):
@@ -375,7 +381,7 @@ def test_xfail_claim_does_not_fail_session(pytester, modtest_stub):
     res = run(pytester)
     res.assert_outcomes(passed=1, xpassed=1, xfailed=1)
     assert res.ret == 0
-    res.stdout.fnmatch_lines(["3 assertion(s), holm correction, 0 failed, 2 expected to fail (xfail)*",
+    res.stdout.fnmatch_lines(["3 assertion(s), robust protocol, holm correction, 0 failed, 2 expected to fail (xfail)*",
                               "PASS test_inner.py::test_a *", "XFAIL test_inner.py::test_b *",
                               "XFAIL test_inner.py::test_c *"])
 
@@ -447,7 +453,8 @@ def test_prefetch_workers_share_lesion_units(pytester, tmp_path):
             pass
     """)
     cache = pytester.path / "cache"
-    res = run(pytester, "-n", "2", "--model", "m.keras", "--data", "d.npz", "--modtest-cache", str(cache),
+    res = run(pytester, "-n", "2", "--model", "m.keras", "--data", "d.npz", "--modtest-protocol", "paper",
+              "--modtest-cache", str(cache),
               "--modtest-prefetch", "importance,output_coherence")
     res.assert_outcomes(passed=2)
     units = list((cache / "workshare").rglob("*.json"))

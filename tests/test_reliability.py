@@ -17,8 +17,11 @@ import pickle
 import numpy as np
 import pytest
 
-from modtest import assertions, probes, session
-from modtest.cache import ProbeCache
+from modtest import assertions, probes
+from modtest.claims import ClaimCollector
+from modtest.context import AuditContext, Defaults, current, using
+from modtest.probes.store import ProbeStore
+from modtest.store import ProbeCache
 from modtest.errors import InvalidInput, ModelLoadError, UnsafeModelError
 
 from _models import tiny_mlp
@@ -119,14 +122,14 @@ def test_bad_data_is_usage_error(pytester, keep_env, files, data, match):
 
 
 @pytest.mark.parametrize("args, match", [
-    (["--modtest-alpha", "0"], "--modtest-alpha must lie in (0, 1)"),
-    (["--modtest-alpha", "-0.5"], "--modtest-alpha must lie in (0, 1)"),
-    (["--modtest-alpha", "nan"], "--modtest-alpha must lie in (0, 1)"),
+    (["--modtest-alpha", "0"], "--modtest-alpha must be a number in (0, 1)"),
+    (["--modtest-alpha", "-0.5"], "--modtest-alpha must be a number in (0, 1)"),
+    (["--modtest-alpha", "nan"], "--modtest-alpha must be a number in (0, 1)"),
     (["--modtest-alpha", "five"], "--modtest-alpha must be a number"),
     (["--modtest-k", "2.5"], "--modtest-k must be an integer"),
     (["--modtest-k", ""], "--modtest-k must be an integer"),
     (["--modtest-seed", "1e3"], "--modtest-seed must be an integer"),
-    (["--modtest-correction", "HOLM"], "unknown method 'HOLM'"),
+    (["--modtest-correction", "HOLM"], "--modtest-correction: unknown value 'HOLM'"),
 ])
 def test_bad_option_values(pytester, keep_env, args, match):
     pytester.makepyfile(NEVER)
@@ -191,7 +194,7 @@ def _result(v):
 
 
 def test_pickled_cache_entry_is_corrupt_not_loaded(tmp_path):
-    from modtest.cache import cache_key
+    from modtest.store import cache_key
 
     key = cache_key("m", "d", "lesion", 3, 0, {})
     marker = tmp_path / "unpickled"
@@ -208,11 +211,13 @@ def test_pickled_cache_entry_is_corrupt_not_loaded(tmp_path):
 @pytest.mark.parametrize("name", ["../../etc/x", "/etc/passwd", "..", "a/../../b", "C:\\evil\\..\\x",
                                   "\x00nul", "~/.ssh/id", "x" * 500])
 def test_cache_paths_stay_inside_whatever_the_model_name(tmp_path, monkeypatch, name):
-    monkeypatch.setattr(probes, "model_fingerprint", lambda m: name)
-    monkeypatch.setitem(probes.PROBES, "evilprobe", lambda ctx: _result(0.5))
+    from _fakes import FakeModel
+
+    registry = probes.Registry()
+    registry.register("evil", "evilprobe", lambda req: _result(0.5))
     root = tmp_path / "cache"
-    store = probes.ProbeStore(ProbeCache(root))
-    run = store.run("evilprobe", name, np.zeros((2, 2)), np.zeros(2), 3, 0, {"path": name})
+    store = ProbeStore(ProbeCache(root), registry=registry)
+    run = store.run("evilprobe", FakeModel(name), np.zeros((2, 2)), np.zeros(2), 3, 0, {"path": name})
     path = store.cache.path(run.key)
     assert path.resolve().is_relative_to(root.resolve())
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
@@ -223,13 +228,13 @@ def test_cache_paths_stay_inside_whatever_the_model_name(tmp_path, monkeypatch, 
 # --------------------------------------------------------------------------- assertion level
 
 @pytest.fixture
-def real_session(tmp_path, monkeypatch):
+def real_session(tmp_path):
     """A session collector and a disk-cached store in this process; yields (collector, cache root)."""
     root = tmp_path / "cache"
-    col = session.ClaimCollector("holm", session.SessionDefaults(settings={"lesion": {"min_size": 10_000}}))
-    monkeypatch.setattr(session, "_ACTIVE", col)
-    monkeypatch.setattr(probes, "_STORE", probes.ProbeStore(ProbeCache(root)))
-    return col, root
+    col = ClaimCollector("holm")
+    with using(AuditContext(Defaults(settings={"lesion": {"min_size": 10_000}}), col,
+                            ProbeStore(ProbeCache(root)))):
+        yield col, root
 
 
 @pytest.fixture(scope="module")
@@ -252,9 +257,8 @@ def test_all_subclusters_filtered_fails_never_passes(real_session, tiny_data):
 
 def test_all_subclusters_filtered_outside_session(monkeypatch, tiny_data):
     """Outside pytest (no collector) the claim cannot be recorded: it must still raise."""
-    monkeypatch.setattr(session, "_ACTIVE", None)
-    monkeypatch.setattr(probes, "_STORE", probes.ProbeStore())
-    with pytest.raises(AssertionError, match="no testable sub-clusters: all .* max_fraction=1e-06"):
+    with using(AuditContext()), \
+            pytest.raises(AssertionError, match="no testable sub-clusters: all .* max_fraction=1e-06"):
         assertions._assert_measure("output_coherence", tiny_mlp(), 3, 0.05, tiny_data, 0, "fisher",
                                    {"max_fraction": 1e-6})
 
@@ -262,9 +266,9 @@ def test_all_subclusters_filtered_outside_session(monkeypatch, tiny_data):
 @pytest.mark.parametrize("kwargs, exc, match", [
     ({"alpha": 1.5}, InvalidInput, "alpha must be a number in (0, 1)"),
     ({"alpha": True}, InvalidInput, "alpha must be a number in (0, 1)"),
-    ({"k": 1}, InvalidInput, "k must be >= 2"),
+    ({"k": 1}, InvalidInput, "k must be an integer >= 2"),
     ({"k": "3"}, InvalidInput, "k must be an integer"),
-    ({"seed": -1}, InvalidInput, "seed must be >= 0"),
+    ({"seed": -1}, InvalidInput, "seed must be an integer >= 0"),
     ({"method": "stouffer"}, InvalidInput, "unknown method 'stouffer'"),
     ({"data": 42}, InvalidInput, "data must be (x, y), an .npz path or None"),
     ({"data": (np.zeros((40, 5)), np.zeros(40, int))}, InvalidInput, "model expects (N, 6)"),
@@ -278,7 +282,7 @@ def test_bad_assertion_arguments_write_nothing(real_session, tiny_data, kwargs, 
     with pytest.raises(exc) as e:
         assertions.assert_importance(model, **kw)
     assert match in str(e.value) and "\n" not in str(e.value)
-    assert col.claims == [] and probes.default_store().memory == {}
+    assert col.claims == [] and current().store.memory == {}
     assert not root.exists()
 
 

@@ -73,7 +73,7 @@ def test_pruned_mlp_important_untrained_copy_not(pruned, tmp_path):
     """Replication in miniature: 1 replicate, 9 random controls, tiny visualization on the trained net."""
     from examples.digits import accuracy
     from examples.replication.__main__ import audit, build_tables, save_figure2
-    from modtest.visualization_probe import untrained_control
+    from modtest.probes.visualization import untrained_control
 
     model, xte, yte = pruned
     assert accuracy(model, xte, yte) > 0.9
@@ -96,7 +96,7 @@ def test_untrained_controls_rarely_reject_across_seeds(pruned):
     """Untrained copies: lesion importance is at chance, so Fisher rejections at 0.05 stay rare
     (0 of 12 seeds when this was written; allow 1 of 6)."""
     from examples.replication.__main__ import audit
-    from modtest.visualization_probe import untrained_control
+    from modtest.probes.visualization import untrained_control
 
     model, xte, yte = pruned
     ps = [audit(untrained_control(model, seed=s), xte, yte, k=12, seed=s, n_lesion=9,

@@ -8,7 +8,7 @@ import pytest
 
 PROBE = r"""
 import gc, json, os, sys, weakref
-from modtest._runtime import import_keras
+from modtest.frameworks.keras.runtime import import_keras
 
 before = gc.get_freeze_count()
 keras = import_keras()

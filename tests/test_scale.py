@@ -11,7 +11,8 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from modtest.cluster import cluster  # noqa: E402
-from modtest.lesion import FastEngine, ReferenceEngine, lesion_study  # noqa: E402
+from modtest.frameworks.keras.engines import FastEngine, ReferenceEngine
+from modtest.probes.lesion import lesion_study  # noqa: E402
 
 
 def _cnn():

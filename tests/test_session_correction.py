@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from statsmodels.stats.multitest import multipletests
 
-from modtest import session
+from modtest import claims as session
 from modtest.results import Claim
 
 P_BY_K = {2: 0.01, 3: 0.03, 4: 0.04}  # holm: pass, fail, fail; fdr_bh: all pass

@@ -14,7 +14,7 @@ keras = pytest.importorskip("keras")
 
 from modtest.errors import NoTestableSubclusters  # noqa: E402
 from modtest.results import ProbeResult, SubCluster  # noqa: E402
-from modtest.visualization_probe import (  # noqa: E402
+from modtest.probes.visualization import (  # noqa: E402
     filter_subclusters, untrained_control, visualization_study,
 )
 
@@ -96,7 +96,7 @@ def test_deterministic_for_a_seed_and_independent_of_order(model, result):
 
 
 def test_images_are_returned_separately_and_saved_as_a_grid(model, tmp_path):
-    from modtest.figures_vis import save_grid
+    from modtest.report.figures_vis import save_grid
 
     res, images = visualization_study(model, SUBS[:3], return_images=True, **FAST)
     assert set(images) == {"h1-0", "h1-1", "h2-0"}

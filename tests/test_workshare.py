@@ -20,7 +20,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from modtest.workshare import WorkShare, unit_key  # noqa: E402
+from modtest.executors.workshare import WorkShare, unit_key  # noqa: E402
 
 try:
     import importlib.util
@@ -37,10 +37,10 @@ WORKER = textwrap.dedent('''
     import json, os, sys, time
     from pathlib import Path
     import numpy as np
-    from modtest.model import load_model
+    from modtest.frameworks.keras.model import load_model
     from modtest.cluster import cluster
-    from modtest.lesion import lesion_study
-    from modtest.workshare import WorkShare
+    from modtest.probes.lesion import lesion_study
+    from modtest.executors.workshare import WorkShare
 
     tmp, name, delay, hang = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4] == "1"
     model = load_model(tmp / "model.keras")
@@ -106,8 +106,8 @@ def _wait_files(paths, procs, timeout=180):
 
 def _serial(tmp):
     from modtest.cluster import cluster
-    from modtest.lesion import lesion_study
-    from modtest.model import load_model
+    from modtest.probes.lesion import lesion_study
+    from modtest.frameworks.keras.model import load_model
 
     model = load_model(tmp / "model.keras")
     d = np.load(tmp / "data.npz")
@@ -160,7 +160,7 @@ def test_three_processes_share_units_and_match_serial(tmp_path):
 VICTIM = textwrap.dedent('''
     import sys, time
     from pathlib import Path
-    from modtest.workshare import WorkShare
+    from modtest.executors.workshare import WorkShare
 
     def hang(_):  # the unit is claimed (its lock held): say so, then "compute" until killed
         Path(sys.argv[3]).write_text("1")
@@ -172,7 +172,7 @@ VICTIM = textwrap.dedent('''
 
 def test_killed_claimer_leaves_no_unit_and_does_not_block(tmp_path):
     from modtest.cluster import cluster
-    from modtest.lesion import lesion_study
+    from modtest.probes.lesion import lesion_study
 
     model, x, y = _model(tmp_path)
     part = cluster(model, k=K, seed=0)
@@ -240,16 +240,11 @@ def test_workshare_protocol_in_process(tmp_path):
     ("visualization", {"n_random": 3, "steps": 4, "batch_size": 8, "min_size": 1}),
 ])
 def test_prefetch_fills_the_store_with_the_probe_result(tmp_path, probe, settings):
-    from modtest.cache import ProbeCache
-    from modtest.probes import ProbeStore
-    from modtest.workshare import prefetch, prefetch_lesion
-
+    from modtest.store import ProbeCache
+    from modtest.probes.store import ProbeStore
     model, x, y = _model(tmp_path)
     store = ProbeStore(ProbeCache(tmp_path / "cache"))
-    if probe == "lesion":
-        run = prefetch_lesion(store, model, x, y, K, 0, settings)
-    else:
-        run = prefetch(store, probe, model, x, y, K, 0, settings)
+    run = store.prefetch(probe, model, x, y, K, 0, settings)
     assert run.source == "computed"
     assert list((tmp_path / "cache" / "workshare").glob("*/*.unit.json"))
     fresh = ProbeStore(ProbeCache(tmp_path / "cache"))  # what an assertion then gets: a disk hit
@@ -264,8 +259,8 @@ def test_idle_process_helps_with_announced_jobs_and_results_match(tmp_path):
     """A store with a workshare announces its splittable probe as a job while computing it; another
     store (an idle xdist worker) that calls help() computes free units of the jobs on its model only;
     the owner then finds them, and every result equals the serial one."""
-    from modtest.clusterability import clusterability
-    from modtest.probes import ProbeStore, data_fingerprint, model_fingerprint
+    from modtest.probes.clusterability import clusterability
+    from modtest.probes.store import ProbeStore, data_fingerprint, model_fingerprint
 
     model, x, y = _model(tmp_path)
     share_dir = tmp_path / "share"
@@ -289,7 +284,7 @@ def test_idle_process_helps_with_announced_jobs_and_results_match(tmp_path):
 
 
 def test_store_with_workshare_announces_while_computing_and_retires(tmp_path):
-    from modtest.probes import ProbeStore
+    from modtest.probes.store import ProbeStore
 
     model, x, y = _model(tmp_path)
     share = WorkShare(tmp_path / "share")
@@ -308,8 +303,8 @@ def test_visualization_units_shared_match_serial(tmp_path):
     """The visualization probe's units are chunks of batch_size images: a helper computing them
     (through an announced job) gives the owner exactly the serial result."""
     from modtest.cluster import cluster
-    from modtest.probes import ProbeStore, data_fingerprint, model_fingerprint
-    from modtest.visualization_probe import visualization_study
+    from modtest.probes.store import ProbeStore, data_fingerprint, model_fingerprint
+    from modtest.probes.visualization import visualization_study
 
     model, x, y = _model(tmp_path)
     settings = {"n_random": 3, "steps": 4, "batch_size": 4, "min_size": 1}
@@ -330,8 +325,8 @@ def test_visualization_units_shared_match_serial(tmp_path):
 
 def test_helper_retires_a_job_whose_result_is_already_cached(tmp_path):
     """A job left open by a killed worker whose probe was computed since is closed, not redone."""
-    from modtest.cache import ProbeCache
-    from modtest.probes import ProbeStore, data_fingerprint, model_fingerprint
+    from modtest.store import ProbeCache
+    from modtest.probes.store import ProbeStore, data_fingerprint, model_fingerprint
 
     model, _, _ = _model(tmp_path)
     zeros = (np.zeros(0, np.float32), np.zeros(0, np.int64))

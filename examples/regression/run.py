@@ -7,7 +7,7 @@ Trains the paper's 4x256 MLP on 8x8 digits twice, the same seed and data:
   modular; with pruning they get more modular).
 
 Audits both (spectral clustering, lesion study, clusterability), saves the baseline audit with
-:class:`modtest.storage.BaselineStorage`, compares the candidate with it under the rules
+:class:`modtest.report.storage.BaselineStorage`, compares the candidate with it under the rules
 ``p:10x,important:-2`` (the same logic as ``pytest --modtest-compare``), writes the candidate's
 HTML report with the comparison, and prints the comparison table. Exit status 1 when a rule fails,
 as in CI.
@@ -44,9 +44,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fail", default="p:10x,important:-2", help="comparison rules")
     args = ap.parse_args(argv)
 
-    from modtest.compare import compare_reports, parse_rules
+    from modtest.report.compare import compare_reports, parse_rules
     from modtest.report import run_audit, write_html
-    from modtest.storage import BaselineStorage
+    from modtest.report.storage import BaselineStorage
 
     rules = parse_rules(args.fail)
     out = Path(args.out)

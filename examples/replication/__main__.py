@@ -1,7 +1,7 @@
 """Run the replication: ``python -m examples.replication [--replicates 5] [--out docs/replication] [--quick]``.
 
 For every family of :mod:`.families` and replicate r (training seed r): train, then audit the trained
-model and an untrained copy (:func:`modtest.visualization_probe.untrained_control`, seed 100 + r) with
+model and an untrained copy (:func:`modtest.probes.visualization.untrained_control`, seed 100 + r) with
 k=12 clusters (cluster seed r): lesion importance and output coherence (20 random controls), feature-
 visualization input and output coherence and activational variance (9 random controls, CoV quartiles).
 The trained MLP families are also lesioned at k=8 and k=18 (Table 3). Writes ``results.json``,
@@ -48,8 +48,8 @@ def audit(model, x, y, *, k: int = 12, seed: int = 0, n_lesion: int = 20, n_vis:
     """
     import modtest
     from modtest.errors import NoTestableSubclusters
-    from modtest.lesion import lesion_study
-    from modtest.visualization_probe import visualization_study
+    from modtest.probes.lesion import lesion_study
+    from modtest.probes.visualization import visualization_study
 
     t0 = time.perf_counter()
     rec = {"measures": {}, "cov_quartiles": None, "sensitivity": {}, "errors": []}
@@ -83,7 +83,7 @@ def audit(model, x, y, *, k: int = 12, seed: int = 0, n_lesion: int = 20, n_vis:
 
 def save_vis_grid(vres, images, path, title=None, max_cols: int = 12, n_rand_rows: int = 3):
     """Figure-1-style grid: up to 3 largest sub-clusters per layer, true on top, 3 random controls below."""
-    from modtest.figures_vis import save_grid
+    from modtest.report.figures_vis import save_grid
 
     names = list(images)
     rows = vres.rows
@@ -219,7 +219,7 @@ def main(argv=None) -> int:
         timing[name] = {"train": 0.0, "audit": 0.0}
         for r in range(settings["replicates"]):
             from examples.digits import accuracy
-            from modtest.visualization_probe import untrained_control
+            from modtest.probes.visualization import untrained_control
 
             t0 = time.perf_counter()
             model = train_family(fam, xtr, ytr, seed=r)

@@ -26,7 +26,7 @@ def run_audit(*args, **kw):
 
 
 def add_visualization(report, title: str, png_path) -> None:
-    """Attach a PNG grid (e.g. from :func:`modtest.figures_vis.save_grid`) to the report."""
+    """Attach a PNG grid (e.g. from :func:`modtest.report.figures_vis.save_grid`) to the report."""
     import base64
     from pathlib import Path
 

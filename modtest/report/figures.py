@@ -11,10 +11,7 @@ from __future__ import annotations
 import io
 import math
 
-CATEGORY_COLORS = {
-    "important": "#d62728", "sig-but-not-diff": "#ff7f0e", "diff-but-not-sig": "#9467bd",
-    "prunable": "#2ca02c", "complete": "#8c564b", "small": "#7f7f7f", "other": "#1f77b4",
-}
+from modtest.taxonomy import COLORS as CATEGORY_COLORS
 
 
 def _figure(w: float, h: float):
@@ -76,6 +73,35 @@ def clusterability_figure(ncut: float, shuffled) -> bytes:
     ax.set_xlabel("n-cut (lower = more clusterable)")
     ax.set_ylabel("networks")
     ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+_DECISION_COLORS = {"below": "#1a7f37", "above": "#cf222e", "undecided": "#bf8700"}
+
+
+def ensemble_figure(networks: dict, alpha: float) -> bytes:
+    """A claim's p-value in each partition of the robust protocol's ensemble (one panel per measure):
+    the estimate with its Monte Carlo interval, coloured by its decision against the merged level
+    ``alpha * quorum / R`` (dashed); the title says how many partitions it holds and fails in."""
+    items = [(m, n) for m, n in networks.items() if isinstance(n, dict) and n.get("partitions")]
+    fig = _figure(6.5, 2.6 * max(1, len(items)))
+    for i, (measure, net) in enumerate(items):
+        ax = fig.add_subplot(len(items), 1, i + 1)
+        parts = net["partitions"]
+        for j, e in enumerate(parts):
+            p, lo, hi = (max(_num(e.get(k)), 1e-12) for k in ("p", "p_low", "p_high"))
+            color = _DECISION_COLORS.get(e.get("decision"), "black")
+            ax.plot([j, j], [lo, hi], color=color, linewidth=2, alpha=0.6)
+            ax.plot([j], [p], "o", color=color, markersize=5)
+        ax.axhline(_num(net.get("threshold"), alpha), color="#555555", linestyle="--", linewidth=1)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(parts)), [str(e.get("seed")) for e in parts], rotation=30, ha="right", fontsize=6)
+        ax.set_ylabel("p (log)", fontsize=8)
+        ax.set_title(f"{measure}: holds in {net.get('holds')}, fails in {net.get('fails')} of {len(parts)} "
+                     f"partitions (quorum {net.get('quorum')}): {net.get('verdict')}", fontsize=9)
+    if items:
+        fig.axes[-1].set_xlabel("partition (clustering seed)", fontsize=8)
     fig.tight_layout()
     return _png(fig)
 

@@ -22,8 +22,9 @@ table{border-collapse:collapse;font-size:0.85em;margin:8px 0}
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f4f4f4}
 td:first-child,th:first-child{text-align:left}
 .pass{color:#1a7f37;font-weight:bold}.fail{color:#cf222e;font-weight:bold}
+.inconclusive{color:#9a6700;font-weight:bold}
 .banner{padding:10px 14px;border-radius:6px;margin:12px 0;font-size:1.1em}
-.banner.pass{background:#dafbe1}.banner.fail{background:#ffebe9}
+.banner.pass{background:#dafbe1}.banner.fail{background:#ffebe9}.banner.inconclusive{background:#fff8c5}
 img{max-width:100%;border:1px solid #eee;margin:6px 0}.muted{color:#777;font-size:0.85em}
 """
 
@@ -45,6 +46,12 @@ def _img(png: bytes, alt: str, ident: str) -> str:
     return f'<img id="{_e(ident)}" alt="{_e(alt)}" src="data:image/png;base64,{data}">'
 
 
+def _range(lo, hi) -> str:
+    if lo is None or hi is None:
+        return "-"
+    return f"[{_p(lo)}, {_p(hi)}]"
+
+
 def _table(head, rows) -> str:
     out = ["<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"]
     for r in rows:
@@ -58,7 +65,7 @@ class _Raw(str):
 
 
 def _verdict_cell(v) -> _Raw:
-    cls = "pass" if v == "pass" else "fail"
+    cls = v if v in ("pass", "inconclusive") else "fail"
     return _Raw(f'<td class="{cls}">{_e(v)}</td>')
 
 
@@ -72,10 +79,11 @@ def render_html(report: Report, comparison=None) -> str:
     model = report.model or {}
     title = f"modtest audit: {model.get('name') or model.get('path') or 'model'}"
     ok = report.n_failed == 0 and (comparison is None or comparison.ok)
-    verdict = "PASS" if ok else "FAIL"
+    verdict = "FAIL" if not ok else ("INCONCLUSIVE" if report.n_inconclusive else "PASS")
     lesion = report.lesion
     summary = [f'<div class="banner {verdict.lower()}">{verdict}: {report.n_claims} claim(s), '
                f'{report.n_failed} failed'
+               + (f", {report.n_inconclusive} inconclusive" if report.n_inconclusive else "")
                + ("" if comparison is None else
                   f"; comparison with {_e(comparison.baseline_name)}: "
                   f"{'no regression' if comparison.ok else f'{len(comparison.failures)} regression(s)'}")
@@ -83,7 +91,8 @@ def render_html(report: Report, comparison=None) -> str:
     facts = [("model", model.get("path") or model.get("name")), ("model hash", model.get("hash")),
              ("data", (report.data or {}).get("path")), ("data hash", (report.data or {}).get("hash")),
              ("examples", (report.data or {}).get("n_examples")), ("k", report.k), ("seed", report.seed),
-             ("alpha", report.alpha), ("correction", report.correction), ("created", report.created),
+             ("alpha", report.alpha), ("correction", report.correction), ("protocol", report.protocol),
+             ("created", report.created),
              ("source", report.source)]
     if lesion is not None:
         ex = lesion.get("extras") or {}
@@ -95,10 +104,15 @@ def render_html(report: Report, comparison=None) -> str:
     parts.append(_section("summary", "Summary", "".join(summary)))
 
     if report.claims:
-        rows = [(c.get("nodeid") or "", c.get("measure"), c.get("method"), _p(c.get("statistic")),
-                 _p(c.get("p_raw")), _p(c.get("p_corrected")), _p(c.get("alpha")),
+        rows = [(c.get("nodeid") or "", c.get("measure"), c.get("method"), _p(c.get("p_raw")),
+                 _range(c.get("p_low"), c.get("p_high")), _p(c.get("p_corrected")),
+                 _range(c.get("p_low_corrected"), c.get("p_high_corrected")), _p(c.get("alpha")),
                  _verdict_cell(c.get("verdict"))) for c in report.claims]
-        body = _table(("test", "measure", "method", "statistic", "raw p", "corrected p", "alpha", "verdict"), rows)
+        body = _table(("test", "measure", "method", "raw p", "noise bounds", "corrected p", "corrected bounds",
+                       "alpha", "verdict"), rows)
+        body += ('<p class="muted">Noise bounds: the range the p-value could take with other random controls '
+                 'and other equally good partitions (robust protocol); a claim passes when the whole range is '
+                 '&lt;= alpha, fails when it is &gt; alpha, and is inconclusive otherwise.</p>')
     else:
         body = '<p class="muted">no assertions in this audit</p>'
     parts.append(_section("claims", "Claims", body))
@@ -132,6 +146,23 @@ def render_html(report: Report, comparison=None) -> str:
                 f'(k={_e(cl.get("k"))}, {net.get("n", 0)} shuffles)</p>'
         parts.append(_section("clusterability", "Clusterability", body))
 
+    if lesion is not None and any(isinstance(n, dict) and n.get("partitions")
+                                  for n in (lesion.get("network") or {}).values()):
+        nets = {m: n for m, n in lesion["network"].items() if isinstance(n, dict) and n.get("partitions")}
+        body = _img(figures.ensemble_figure(nets, report.alpha or 0.05), "p-value in each partition", "fig-ensemble")
+        first = next(iter(nets.values()))
+        rows = []
+        for j, e in enumerate(first["partitions"]):
+            rows.append([e.get("seed"), _p(e.get("ncut")), e.get("important")]
+                        + [f"{_p(n['partitions'][j].get('p'))} [{_p(n['partitions'][j].get('p_low'))}, "
+                           f"{_p(n['partitions'][j].get('p_high'))}] {n['partitions'][j].get('decision')}"
+                           for n in nets.values()])
+        body += _table(["seed", "n-cut", "important"] + [f"{m} p [bounds] decision" for m in nets], rows)
+        body += ('<p class="muted">Each partition is spectral clustering at another seed (equally good n-cuts). '
+                 'A claim holds when it holds in a quorum of partitions at level alpha x quorum / R '
+                 '(quantile merging, valid under any dependence between partitions).</p>')
+        parts.append(_section("ensemble", "Partitions (robust protocol)", body))
+
     if lesion is not None and lesion.get("rows"):
         rows = lesion["rows"]
         body = _img(figures.scatter_figure(rows), "fraction of layer vs accuracy drop", "fig-importance")
@@ -162,12 +193,20 @@ def render_html(report: Report, comparison=None) -> str:
     rows = []
     for p in report.probes:
         for measure, net in sorted((p.get("network") or {}).items()):
-            if isinstance(net, dict):
-                rows.append((f"{p.get('probe')} (k={p.get('k')})", measure,
-                             _p(net.get("fisher_p", net.get("p"))), _p(net.get("chi2_p")),
-                             net.get("n", "-"), net.get("n_excluded", "-")))
+            if not isinstance(net, dict):
+                continue
+            name = f"{p.get('probe')} (k={p.get('k')})"
+            if p.get("probe") == "clusterability":  # its own statistic: n-cut vs shuffles
+                stat = f"shuffle p {_p(net.get('p'))}, z {_p(net.get('z_score'))}, n-cut {_p(net.get('ncut'))}"
+                rows.append((name, measure, stat, _range(net.get("p_low"), net.get("p_high")), "-",
+                             net.get("n", "-"), "-", net.get("verdict", "-")))
+            else:
+                rows.append((name, measure, f"Fisher p {_p(net.get('fisher_p'))}",
+                             _range(net.get("p_low"), net.get("p_high")), _p(net.get("chi2_p")),
+                             net.get("n", "-"), net.get("n_excluded", "-"), net.get("verdict", "-")))
     parts.append(_section("network", "Network-level statistics",
-                          _table(("probe", "measure", "Fisher p", "chi2 p", "n", "excluded"), rows)
+                          _table(("probe", "measure", "statistic", "noise bounds", "chi2 p", "n", "excluded",
+                                  "verdict"), rows)
                           if rows else '<p class="muted">no probes</p>'))
 
     vers = report.versions or {}

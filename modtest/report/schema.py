@@ -6,17 +6,18 @@ One audit (a pytest session with ``--modtest-json``, or ``modtest audit --json``
 ``kind``            ``"modtest-audit"``
 ``source``          ``"pytest"`` or ``"cli"``
 ``created``         UTC time, ISO 8601
-``model``           ``{"path", "name", "hash"}`` (hash: :func:`modtest.model.model_hash`, or None)
-``data``            ``{"path", "hash", "n_examples"}`` (hash: :func:`modtest.cache.data_hash`)
-``k``, ``seed``, ``alpha``, ``correction``   the session's (or command's) settings
+``model``           ``{"path", "name", "hash"}`` (hash: :meth:`modtest.frameworks.ModelAdapter.fingerprint`, or None)
+``data``            ``{"path", "hash", "n_examples"}`` (hash: :func:`modtest.store.data_hash`)
+``k``, ``seed``, ``alpha``, ``correction``, ``protocol``   the session's (or command's) settings
 ``versions``        modtest, python, keras, backend, numpy, scipy, sklearn, matplotlib
 ``partitions``      one summary per clustering used: k, seed, n-cut, cluster sizes per layer
 ``probes``          one entry per probe run: probe, k, seed, model/data hash, settings, ``network``
                     (network-level statistics), ``rows`` (one per tested sub-cluster), ``extras``
                     (taxonomy counts, base accuracy, shuffled n-cuts, ...), seconds
-``claims``          every assertion: raw and corrected p, alpha, verdict (``"pass"``/``"fail"``)
-``n_claims``, ``n_failed``
-``double_lesion``   :func:`modtest.lesion.double_lesion_study` output (pairs, matrix) or None
+``claims``          every assertion: raw and corrected p with their noise bounds, alpha, k, seed,
+                    protocol, verdict (``"pass"``, ``"fail"`` or ``"inconclusive"``)
+``n_claims``, ``n_failed``, ``n_inconclusive``
+``double_lesion``   :func:`modtest.double_lesion_study` output (pairs, matrix) or None
 ``visualizations``  ``[{"title", "png"}]`` (base64 PNG grids) - may be empty
 ``timings``         ``{"total_seconds", "probes": {probe: seconds}}``
 
@@ -36,9 +37,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from modtest.errors import ModtestError
+from modtest.errors import ReportError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: versions :func:`load_report` reads (1: before the robust protocol, claims pass or fail)
+READABLE_VERSIONS = (1, 2)
 KIND = "modtest-audit"
 
 #: Row keys left out of the schema: large, and reproducible from the seed.
@@ -46,9 +49,6 @@ _DROP_ROW_KEYS = ("random_units",)
 #: Extras left out: duplicates of row data.
 _DROP_EXTRAS = ("figure6",)
 
-
-class ReportError(ModtestError):
-    """A report or baseline file that is missing, corrupt or of another schema version."""
 
 
 def _jsonable(obj: Any) -> Any:
@@ -126,8 +126,9 @@ def probe_entry(result, *, k=None, seed=None, model_hash=None, data_hash=None, s
 
 
 def claim_entry(claim) -> dict:
+    """One ``claims`` entry: the claim's fields and its ``verdict`` (pass, fail or inconclusive)."""
     d = claim.to_dict() if hasattr(claim, "to_dict") else dict(claim)
-    d["verdict"] = "pass" if d.get("passed") else "fail"
+    d["verdict"] = d.get("outcome") or ("pass" if d.get("passed") else "fail")
     return _jsonable(d)
 
 
@@ -145,12 +146,14 @@ class Report:
     seed: int | None = None
     alpha: float | None = None
     correction: str | None = None
+    protocol: str | None = None
     versions: dict = field(default_factory=dict)
     partitions: list = field(default_factory=list)
     probes: list = field(default_factory=list)
     claims: list = field(default_factory=list)
     n_claims: int = 0
     n_failed: int = 0
+    n_inconclusive: int = 0
     double_lesion: dict | None = None
     visualizations: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
@@ -166,7 +169,8 @@ class Report:
 
     def refresh_counts(self) -> None:
         self.n_claims = len(self.claims)
-        self.n_failed = sum(1 for c in self.claims if c.get("verdict") != "pass")
+        self.n_failed = sum(1 for c in self.claims if c.get("verdict") == "fail")
+        self.n_inconclusive = sum(1 for c in self.claims if c.get("verdict") == "inconclusive")
 
     # ------------------------------------------------------------------ reading
     def probe(self, name: str, k: int | None = None) -> dict | None:
@@ -213,9 +217,9 @@ class Report:
         version = d.get("schema_version")
         if version is None:
             raise ReportError(f"{where}: not a modtest report (no schema_version)")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ReportError(f"{where}: schema_version {version!r} is not supported by this modtest "
-                              f"(reads version {SCHEMA_VERSION}); re-run the audit")
+                              f"(reads versions {', '.join(map(str, READABLE_VERSIONS))}); re-run the audit")
         names = {f.name for f in fields(cls)} - {"extra"}
         kw = {key: d[key] for key in names if key in d}
         for key, typ in (("model", dict), ("data", dict), ("versions", dict), ("timings", dict),

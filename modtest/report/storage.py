@@ -9,15 +9,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from modtest.report.schema import Report, ReportError, load_report
+from modtest.errors import ReportError, StorageError
+from modtest.report.schema import Report, load_report
 
 DEFAULT_STORAGE = Path(".modtest") / "baselines"
 LATEST = "latest"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
-
-class StorageError(ReportError):
-    """A baseline name or folder that cannot be used, or a missing/corrupt baseline."""
 
 
 def check_name(name: str) -> str:

@@ -1,17 +1,28 @@
 """Compare two audits (:class:`modtest.report.Report`): what got worse, and whether that fails.
 
 Pure logic, no pytest. Sub-clusters of two trainings are not the same units, so only network-level
-statistics and distributions are compared, never sub-clusters by id:
+statistics and distributions are compared, never sub-clusters by id. Comparisons are noise-aware:
+a robust audit gives every statistic a range (a p-value's Monte Carlo and partition-ensemble bounds;
+a count's or quantile's spread over the ensemble's partitions), and a rule fires only when the
+change exceeds both ranges, so two audits of the same model at different seeds compare clean. An
+audit of the paper's protocol has point values (each range is one point).
 
-* every claim (matched by test node id, name and method) that held in the baseline must still hold;
+* every claim (matched by test node id, measure, method and k; the seed is a setting, not part of
+  a claim's identity) that held in the baseline must not fail now (inconclusive is noted, not a
+  regression: it is within seed noise);
 * metrics: network-level p-values (``lesion[k=12].importance.fisher_p``, ...), taxonomy counts
   (``lesion[k=12].important``, ...), quantiles of the sub-clusters' accuracy drops
   (``lesion[k=12].drop_q50``), base accuracy, n-cuts;
 * rules (``--modtest-compare-fail`` / ``modtest compare --fail``), comma-separated:
 
-  ``p:10x``          fail when any network-level p grew more than 10-fold
-  ``NAME:-D``        fail when metric NAME fell by D or more (``important:-2``, ``drop_q50:-0.01``)
+  ``p:10x``          fail when any network-level p grew more than 10-fold (its current low end above
+                     10 times the baseline's high end)
+  ``NAME:-D``        fail when metric NAME fell by D or more (current high end <= baseline low end - D:
+                     ``important:-2``, ``drop_q50:-0.01``)
   ``NAME:+D``        fail when metric NAME rose by D or more (``prunable:+3``)
+
+  Without rules (``modtest compare`` with no ``--fail``, ``--modtest-compare`` without
+  ``--modtest-compare-fail``) the recommended :data:`DEFAULT_RULES` apply; ``none`` turns them off.
 
   NAME is a metric's last part: ``important``, ``sig-but-not-diff``, ``diff-but-not-sig``,
   ``prunable``, ``complete``, ``small``, ``other``, ``drop_q10`` ... ``drop_q90``, ``drop_mean``,
@@ -23,18 +34,16 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from modtest.errors import InvalidInput
+from modtest.errors import CompareError
+from modtest.stats import DROP_QUANTILES as QUANTILES
+from modtest.taxonomy import CATEGORIES as CATEGORY_NAMES
 
-QUANTILES = (10, 25, 50, 75, 90)
-CATEGORY_NAMES = ("important", "sig-but-not-diff", "diff-but-not-sig", "prunable", "complete", "small",
-                  "other")
 METRIC_NAMES = ("p",) + CATEGORY_NAMES + tuple(f"drop_q{q}" for q in QUANTILES) + (
     "drop_mean", "base_accuracy", "ncut", "n_tested")
+#: the rules a comparison applies when it is given none: they do not fire on seed noise (measured:
+#: docs/statistics.md) and fire on real changes (a pruned vs a dropout-trained MLP)
+DEFAULT_RULES = "p:10x,important:-2"
 _P_FLOOR = 1e-300
-
-
-class CompareError(InvalidInput):
-    """An unusable comparison rule."""
 
 
 @dataclass(frozen=True)
@@ -46,23 +55,31 @@ class Rule:
     op: str
     amount: float
 
-    def check(self, base: float, cur: float) -> bool:
-        """Whether going from ``base`` to ``cur`` breaks this rule."""
+    def check(self, base, cur) -> bool:
+        """Whether going from ``base`` to ``cur`` breaks this rule. Each is a value or a
+        ``(low, high)`` range; the change must exceed both ranges."""
         if base is None or cur is None:
             return False
+        b_lo, b_hi = base if isinstance(base, tuple) else (base, base)
+        c_lo, c_hi = cur if isinstance(cur, tuple) else (cur, cur)
+        if None in (b_lo, b_hi, c_lo, c_hi):
+            return False
         if self.op == "x":
-            return max(cur, _P_FLOOR) > self.amount * max(base, _P_FLOOR)
+            return max(c_lo, _P_FLOOR) > self.amount * max(b_hi, _P_FLOOR)
         if self.op == "-":
-            return cur - base <= -self.amount + 1e-12
-        return cur - base >= self.amount - 1e-12
+            return c_hi - b_lo <= -self.amount + 1e-12
+        return c_lo - b_hi >= self.amount - 1e-12
 
 
 _RULE = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*:\s*([+-]?)\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(x?)\s*$")
 
 
 def parse_rules(expr) -> list[Rule]:
-    """Parse ``"p:10x,important:-2"``; raise :class:`CompareError` (one line) on a bad rule."""
+    """Parse ``"p:10x,important:-2"`` (None: :data:`DEFAULT_RULES`; ``"none"``: no rule); raise
+    :class:`CompareError` (one line) on a bad rule."""
     if expr is None:
+        expr = DEFAULT_RULES
+    if str(expr).strip().lower() == "none":
         return []
     rules = []
     for part in str(expr).split(","):
@@ -101,16 +118,22 @@ def _f(v):
 
 
 def metrics(report) -> dict[str, dict]:
-    """``{metric: {"value", "kind", "short"}}`` of one report; kind is "p", "count" or "value"."""
+    """``{metric: {"value", "low", "high", "kind", "short"}}`` of one report; kind is "p", "count" or
+    "value"; ``low``/``high`` are the value's noise range (the value itself without one)."""
     import numpy as np
 
     out: dict[str, dict] = {}
 
-    def put(name, short, value, kind):
-        out[name] = {"value": _f(value), "kind": kind, "short": short}
+    def put(name, short, value, kind, low=None, high=None):
+        v = _f(value)
+        out[name] = {"value": v, "kind": kind, "short": short,
+                     "low": v if low is None else _f(low), "high": v if high is None else _f(high)}
 
-    for part in report.partitions or []:
-        put(f"partition[k={part.get('k')}].ncut", "ncut", part.get("ncut"), "value")
+    def spread(name, short, values, kind):
+        vals = [v for v in (_f(x) for x in values) if v is not None]
+        if vals:
+            put(name, short, float(np.median(vals)), kind, min(vals), max(vals))
+
     seen = set()
     for p in report.probes or []:
         probe = p.get("probe")
@@ -124,33 +147,59 @@ def metrics(report) -> dict[str, dict]:
         for measure, net in sorted((p.get("network") or {}).items()):
             if not isinstance(net, dict):
                 continue
-            keys = ["p"] if "p" in net else [key for key in ("fisher_p", "chi2_p") if key in net]
-            for key in keys:
-                put(f"{tag}.{measure}.{key}", "p", net.get(key), "p")
+            if "p_low" in net:  # robust: the claim's p with its noise bounds
+                put(f"{tag}.{measure}.p", "p", net.get("p"), "p", net.get("p_low"), net.get("p_high"))
+                chi2 = net.get("chi2")
+                if isinstance(chi2, dict):
+                    put(f"{tag}.{measure}.chi2_p", "p", chi2.get("p"), "p", chi2.get("p_low"), chi2.get("p_high"))
+            else:
+                keys = ["p"] if "p" in net else [key for key in ("fisher_p", "chi2_p") if key in net]
+                for key in keys:
+                    put(f"{tag}.{measure}.{key}", "p", net.get(key), "p")
             if "ncut" in net:
                 put(f"{tag}.ncut", "ncut", net.get("ncut"), "value")
         extras = p.get("extras") or {}
-        tax = extras.get("taxonomy")
-        if isinstance(tax, dict):
+        ensemble = [e for e in extras.get("partitions") or [] if isinstance(e, dict)]
+        if ensemble:  # robust: every count, quantile and n-cut spread over the partitions
             for cat in CATEGORY_NAMES:
-                if cat in tax:
-                    put(f"{tag}.{cat}", cat, tax[cat], "count")
+                spread(f"{tag}.{cat}", cat, [(e.get("taxonomy") or {}).get(cat) for e in ensemble], "count")
+            spread(f"{tag}.n_tested", "n_tested", [e.get("n_tested") for e in ensemble], "count")
+            for short in [f"drop_q{q}" for q in QUANTILES] + ["drop_mean", "ncut"]:
+                spread(f"{tag}.{short}", short, [e.get(short) for e in ensemble], "value")
+        else:
+            tax = extras.get("taxonomy")
+            if isinstance(tax, dict):
+                for cat in CATEGORY_NAMES:
+                    if cat in tax:
+                        put(f"{tag}.{cat}", cat, tax[cat], "count")
+            rows = [r for r in p.get("rows") or [] if isinstance(r, dict)]
+            drops = [d for d in (_f(r.get("drop")) for r in rows) if d is not None]
+            if probe == "lesion" and rows:
+                put(f"{tag}.n_tested", "n_tested", len(rows), "count")
+            if probe == "lesion" and drops:
+                qs = np.percentile(np.asarray(drops), QUANTILES)
+                for q, v in zip(QUANTILES, qs):
+                    put(f"{tag}.drop_q{q}", f"drop_q{q}", float(v), "value")
+                put(f"{tag}.drop_mean", "drop_mean", float(np.mean(drops)), "value")
         if "base_accuracy" in extras:
             put(f"{tag}.base_accuracy", "base_accuracy", extras["base_accuracy"], "value")
-        rows = [r for r in p.get("rows") or [] if isinstance(r, dict)]
-        drops = [d for d in (_f(r.get("drop")) for r in rows) if d is not None]
-        if probe == "lesion" and rows:
-            put(f"{tag}.n_tested", "n_tested", len(rows), "count")
-        if probe == "lesion" and drops:
-            qs = np.percentile(np.asarray(drops), QUANTILES)
-            for q, v in zip(QUANTILES, qs):
-                put(f"{tag}.drop_q{q}", f"drop_q{q}", float(v), "value")
-            put(f"{tag}.drop_mean", "drop_mean", float(np.mean(drops)), "value")
+    if not any(m["short"] == "ncut" for m in out.values()):
+        for part in report.partitions or []:
+            put(f"partition[k={part.get('k')}].ncut", "ncut", part.get("ncut"), "value")
     return out
 
 
+def _claim_k(c: dict):
+    if c.get("k") is not None:
+        return c.get("k")
+    m = re.search(r"\[k=(\d+)", str(c.get("name", "")))
+    return int(m.group(1)) if m else None
+
+
 def _claim_key(c: dict) -> tuple:
-    return (c.get("nodeid", ""), c.get("name", ""), c.get("method", ""))
+    """A claim's identity across audits: test, measure, method and k (not the seed: a setting)."""
+    measure = c.get("measure") or str(c.get("name", "")).split("[")[0]
+    return (c.get("nodeid", ""), measure, c.get("method", ""), _claim_k(c))
 
 
 @dataclass
@@ -228,20 +277,24 @@ def compare_reports(baseline, current, rules=(), *, baseline_name: str = "baseli
         key = _claim_key(bc)
         label = f"claim {bc.get('name')} ({bc.get('method')})" + (f" [{bc.get('nodeid')}]" if bc.get("nodeid") else "")
         cc = cur_claims.pop(key, None)
-        b_ok = bc.get("verdict") == "pass"
-        row = {"metric": label, "kind": "p", "baseline": "pass" if b_ok else "fail"}
+        b_verdict = bc.get("verdict") or "fail"
+        row = {"metric": label, "kind": "p", "baseline": b_verdict}
         if cc is None:
             row.update(current="absent", change="-", status="missing")
             cmp.notes.append(f"{label} is not in the current audit")
         else:
-            c_ok = cc.get("verdict") == "pass"
-            row.update(current="pass" if c_ok else "fail",
+            c_verdict = cc.get("verdict") or "fail"
+            regressed = b_verdict == "pass" and c_verdict == "fail"
+            row.update(current=c_verdict,
                        change=_change(_f(bc.get("p_corrected")), _f(cc.get("p_corrected")), "p"),
-                       status="ok" if c_ok or not b_ok else "FAIL")
-            if b_ok and not c_ok:
+                       status="FAIL" if regressed else "ok")
+            if regressed:
                 cmp.failures.append(
                     f"{label} held in {baseline_name} (corrected p={_fmt(bc.get('p_corrected'))}) but fails "
                     f"now (corrected p={_fmt(cc.get('p_corrected'))}, alpha={_fmt(cc.get('alpha'))})")
+            elif b_verdict == "pass" and c_verdict == "inconclusive":
+                cmp.notes.append(f"{label} held in {baseline_name} and is inconclusive now (within seed "
+                                 f"noise of alpha: not a regression)")
         cmp.rows.append(row)
     for key, cc in cur_claims.items():
         cmp.rows.append({"metric": f"claim {cc.get('name')} ({cc.get('method')})", "kind": "p",
@@ -254,21 +307,33 @@ def compare_reports(baseline, current, rules=(), *, baseline_name: str = "baseli
         info = b or c
         bv = None if b is None else b["value"]
         cv = None if c is None else c["value"]
+        b_range = None if b is None else (b["low"], b["high"])
+        c_range = None if c is None else (c["low"], c["high"])
         broken = []
         for r in rules:
             applies = (r.name == "p" and info["kind"] == "p") or (r.name != "p" and r.name == info["short"])
-            if applies and r.check(bv, cv):
+            if applies and r.check(b_range, c_range):
                 broken.append(r.text)
         status = "ok"
         if b is None or c is None:
             status = "missing" if c is None else "new"
         if broken:
             status = "FAIL"
-            cmp.failures.append(f"{name} got worse: {_fmt(bv, info['kind'])} -> {_fmt(cv, info['kind'])} "
+            cmp.failures.append(f"{name} got worse: {_fmt_range(b, info['kind'])} -> {_fmt_range(c, info['kind'])} "
                                 f"({_change(bv, cv, info['kind'])}; rule {', '.join(broken)})")
         cmp.rows.append({"metric": name, "kind": info["kind"], "baseline": bv, "current": cv,
+                         "baseline_range": list(b_range) if b_range and b_range[0] != b_range[1] else None,
+                         "current_range": list(c_range) if c_range and c_range[0] != c_range[1] else None,
                          "change": _change(bv, cv, info["kind"]), "status": status})
     return cmp
+
+
+def _fmt_range(m: dict, kind: str) -> str:
+    """A metric's value, with its noise range when it has one."""
+    text = _fmt(m["value"], kind)
+    if m["low"] is not None and m["high"] is not None and m["low"] != m["high"]:
+        text += f" [{_fmt(m['low'], kind)}, {_fmt(m['high'], kind)}]"
+    return text
 
 
 def _fmt(v, kind="p") -> str:

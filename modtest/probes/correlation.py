@@ -11,8 +11,7 @@ import numpy as np
 
 from modtest.errors import DataError, InvalidInput
 
-__all__ = ["spearman_matrix", "correlation_visualization", "align_signs", "subcluster_visualization",
-           "unit_post_activations"]
+__all__ = ["spearman_matrix", "correlation_visualization", "align_signs", "subcluster_visualization"]
 
 
 def _ranks(a: np.ndarray) -> np.ndarray:
@@ -50,35 +49,13 @@ def spearman_matrix(a, b) -> np.ndarray:
     return np.clip(_standardized(_ranks(a)).T @ _standardized(_ranks(b)), -1.0, 1.0)
 
 
-def unit_post_activations(model, layer_name: str, x, *, batch_size: int = 256, resolve: bool = True) -> np.ndarray:
-    """Each unit's post-activation on every example: (N, n_units); a conv map's value is its L1 norm."""
-    from keras import ops
-
-    from modtest.visualize import _extractor, _resolve_layers, _unit_axis_first
-
-    act = _resolve_layers(model, [layer_name], resolve)[layer_name]
-    first = _unit_axis_first(model, layer_name)
-    ext = _extractor(model, [act], with_output=False)
-    out = []
-    for start in range(0, len(x), batch_size):
-        a = ext(ops.convert_to_tensor(x[start:start + batch_size]), training=False)
-        a = a[0] if isinstance(a, (list, tuple)) else a
-        a = np.asarray(ops.convert_to_numpy(a), dtype=np.float64)
-        if a.ndim > 2:
-            if first:
-                a = np.moveaxis(a, 1, -1)
-            a = np.abs(a).reshape(a.shape[0], -1, a.shape[-1]).sum(axis=1)
-        out.append(a)
-    return np.concatenate(out)
-
-
 def correlation_visualization(model, layer_name: str, x, *, batch_size: int = 256,
                               resolve: bool = True) -> np.ndarray:
     """Spearman correlation of each unit of ``layer_name`` with each input pixel over ``x``.
 
     Parameters
     ----------
-    model : keras.Model
+    model : a model or adapter (see :func:`modtest.frameworks.adapt`)
     layer_name : str
         A unit layer; its post-activation is read (the ReLU after it when it has no built-in one).
     x : ndarray, shape (N, *input_shape)
@@ -93,7 +70,9 @@ def correlation_visualization(model, layer_name: str, x, *, batch_size: int = 25
     x = np.asarray(x, dtype=np.float32)
     if x.ndim < 2 or len(x) < 2:
         raise DataError(f"correlation_visualization needs at least 2 examples, got x of shape {x.shape}")
-    acts = unit_post_activations(model, layer_name, x, batch_size=batch_size, resolve=resolve)
+    from modtest.frameworks import adapt
+
+    acts = adapt(model).visualizer().post_activations(layer_name, x, batch_size=batch_size, resolve=resolve)
     corr = spearman_matrix(acts, x.reshape(len(x), -1))
     return corr.reshape((acts.shape[1],) + x.shape[1:])
 

@@ -6,7 +6,7 @@ objectives -- a sub-cluster and all its random controls, in any layers -- are op
 batch: one forward pass over B images, a mask matrix per layer picks out each image's own units, and
 the gradient of the sum of the B objectives is each image's own gradient, because the images do not
 interact. Everything is ``keras.ops`` and numpy, so it runs on the TensorFlow and JAX backends; only
-the gradient call differs per backend (:mod:`modtest._grad`).
+the gradient call differs per backend (:mod:`modtest.frameworks.keras.grad`).
 
 Parameterizations
 -----------------
@@ -43,12 +43,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from modtest._random import keyed_rng
+from modtest.stats import entropy
 from modtest.errors import InvalidInput, UnsupportedModelError
 
 __all__ = [
-    "render", "unit_activations", "output_probabilities", "entropy",
+    "render", "unit_activations", "output_probabilities", "entropy", "unit_post_activations",
     "Transform", "pad", "jitter", "random_scale", "random_rotate",
     "standard_transforms", "small_transforms", "resolve_transforms", "PARAMS", "clear_cache",
+    "untrained_control",
 ]
 
 PARAMS = ("pixel", "fft")
@@ -452,7 +454,7 @@ def _resolve_layers(model, names, resolve: bool) -> dict[str, str]:
         if name not in known:
             raise InvalidInput(f"model has no layer named {name!r}")
         if resolve:
-            from modtest.model import activation_layer_name
+            from modtest.frameworks.keras.model import activation_layer_name
 
             out[name] = activation_layer_name(model, name)
         else:
@@ -540,7 +542,7 @@ def unit_activations(model, images, layers, *, resolve: bool = True, batch_size:
     images : ndarray, shape (B, H, W, C) or (B, *model input shape)
     layers : list of str
         Unit layer names; with ``resolve`` they are mapped to the layer holding their post-activation
-        (:func:`modtest.model.activation_layer_name`).
+        (:func:`modtest.frameworks.keras.model.activation_layer_name`).
 
     Returns
     -------
@@ -554,12 +556,24 @@ def output_probabilities(model, images, *, batch_size: int = 256) -> np.ndarray:
     return _forward(model, images, [], with_output=True, batch_size=batch_size)[1]
 
 
-def entropy(probs) -> np.ndarray:
-    """Entropy in nats of each row of ``probs`` (B, K); 0 log 0 = 0."""
-    p = np.clip(np.asarray(probs, dtype="float64"), 0.0, 1.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p > 0, -p * np.log(np.where(p > 0, p, 1.0)), 0.0)
-    return terms.sum(axis=-1)
+def unit_post_activations(model, layer_name: str, x, *, batch_size: int = 256, resolve: bool = True) -> np.ndarray:
+    """Each unit's post-activation on every example: (N, n_units); a conv map's value is its L1 norm."""
+    ops = _ops()
+    act = _resolve_layers(model, [layer_name], resolve)[layer_name]
+    first = _unit_axis_first(model, layer_name)
+    ext = _extractor(model, [act], with_output=False)
+    out = []
+    for start in range(0, len(x), batch_size):
+        a = ext(ops.convert_to_tensor(x[start:start + batch_size]), training=False)
+        a = a[0] if isinstance(a, (list, tuple)) else a
+        a = np.asarray(ops.convert_to_numpy(a), dtype=np.float64)
+        if a.ndim > 2:
+            if first:
+                a = np.moveaxis(a, 1, -1)
+            a = np.abs(a).reshape(a.shape[0], -1, a.shape[-1]).sum(axis=1)
+        out.append(a)
+    return np.concatenate(out)
+
 
 
 # --------------------------------------------------------------------------------------------
@@ -665,7 +679,7 @@ def render(model, objectives, *, steps: int = 256, lr: float = 0.05, param: str 
     scores : ndarray, shape (B,)
         Each objective's value on its final image, without transforms.
     """
-    from modtest._grad import value_and_grad
+    from modtest.frameworks.keras.grad import value_and_grad
 
     ops = _ops()
     objs = _check_objectives(model, objectives)
@@ -771,3 +785,40 @@ def render(model, objectives, *, steps: int = 256, lr: float = 0.05, param: str 
     if return_history:
         return images, scores, np.asarray(history, dtype="float64")
     return images, scores
+
+
+def untrained_control(model, seed: int = 0):
+    """A re-initialised copy of ``model`` (same architecture, fresh seeded weights), for A.5.
+
+    Every initializer that takes a seed gets one derived from ``seed``, the layer's position and the
+    initializer's name, so the copy is a pure function of (architecture, seed) and leaves Keras'
+    global random state alone.
+    """
+    import keras
+
+    from modtest._validation import check_seed
+
+    seed = check_seed(seed)
+    positions = {layer.name: i for i, layer in enumerate(model.layers)}
+
+    def reseed(cfg, layer_name):
+        for key, value in list(cfg.items()):
+            if key.endswith("_initializer") and isinstance(value, dict):
+                inner = value.get("config")
+                if isinstance(inner, dict) and "seed" in inner:
+                    value = dict(value)
+                    value["config"] = dict(inner)
+                    value["config"]["seed"] = int(keyed_rng("untrained_control", seed,
+                                                            positions.get(layer_name, -1), layer_name,
+                                                            key).integers(0, 2**31 - 1))
+                    cfg[key] = value
+        return cfg
+
+    def clone_layer(layer):
+        cfg = reseed(layer.get_config(), layer.name)
+        return layer.__class__.from_config(cfg)
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer)
+    if not clone.built:
+        clone.build(model.inputs[0].shape)
+    return clone

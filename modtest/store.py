@@ -1,4 +1,4 @@
-"""Content-addressed disk cache of probe results.
+"""Content-addressed stores on disk: the probe cache (and, through :class:`DigestStore`, the workshare).
 
 An entry's key is the sha256 of (model weights hash, data hash, probe, k, seed, settings JSON,
 modtest version); its file name is that hex digest, so a path can never leave the cache folder.
@@ -58,7 +58,71 @@ def digest_path(root: Path, key: str, suffix: str, what: str) -> Path:
     return Path(root) / key[:2] / f"{key}{suffix}"
 
 
-class ProbeCache:
+class DigestStore:
+    """A folder of JSON files named by 64-hex digests (``root/ab/<key><suffix>``), each with its
+    lock file. Files are written atomically (temporary file + ``os.replace``); a file that cannot be
+    read, or names another key, reads as missing. The probe cache and the workshare are both one."""
+
+    entry_suffix = ".json"
+    lock_suffix = ".lock"
+    what = "key"
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r})"
+
+    def path(self, key: str) -> Path:
+        """``root/ab/abcdef...<suffix>``: derived only from the hex digest."""
+        return digest_path(self.root, key, self.entry_suffix, self.what)
+
+    def lock_path(self, key: str) -> Path:
+        return digest_path(self.root, key, self.lock_suffix, self.what)
+
+    def read(self, key: str) -> dict | None:
+        """The JSON object stored under ``key`` (None when absent, unreadable or another key's)."""
+        try:
+            d = json.loads(self.path(key).read_bytes().decode("utf-8"))
+        except (OSError, ValueError):
+            return None
+        return d if isinstance(d, dict) and d.get("key") == key else None
+
+    def write(self, key: str, payload: dict, **dumps) -> Path:
+        """Store ``{"key": key, **payload}`` atomically."""
+        from modtest._io import atomic_write_text
+
+        path = self.path(key)
+        atomic_write_text(path, json.dumps({"key": key, **payload}, **dumps))
+        return path
+
+    def file_lock(self, key: str, timeout: float):
+        """The key's ``flock`` lock (released by the kernel if its holder dies); a fresh object per
+        call, so two claims of one process also exclude each other."""
+        import filelock
+
+        path = self.lock_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return filelock.FileLock(str(path), timeout=timeout)
+
+    def clear(self) -> int:
+        """Remove every entry and lock file; returns the number of entries removed."""
+        n = 0
+        if not self.root.is_dir():
+            return 0
+        for sub in self.root.iterdir():
+            if sub.is_dir() and re.fullmatch(r"[0-9a-f]{2}", sub.name):
+                for f in sub.iterdir():
+                    if f.name.endswith(self.entry_suffix):
+                        n += 1
+                    try:
+                        f.unlink()
+                    except OSError:
+                        pass
+        return n
+
+
+class ProbeCache(DigestStore):
     """A folder of JSON probe results keyed by :func:`cache_key`.
 
     Parameters
@@ -67,54 +131,28 @@ class ProbeCache:
     lock_timeout : seconds to wait for another process computing the same entry
     """
 
+    what = "cache key"
+
     def __init__(self, root=DEFAULT_CACHE_DIR, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT):
-        self.root = Path(root)
+        super().__init__(root)
         self.lock_timeout = float(lock_timeout)
         self.hits = 0
         self.misses = 0
 
-    def __repr__(self) -> str:
-        return f"ProbeCache({str(self.root)!r})"
-
-    # -- paths ---------------------------------------------------------------------------------
-    def path(self, key: str) -> Path:
-        """``root/ab/abcdef...json``: derived only from the hex digest."""
-        return digest_path(self.root, key, ".json", "cache key")
-
-    def lock_path(self, key: str) -> Path:
-        return digest_path(self.root, key, ".lock", "cache key")
-
-    # -- entries -------------------------------------------------------------------------------
     def get(self, key: str) -> ProbeResult | None:
         """The stored result, or None when absent or unreadable (a corrupt entry is a miss)."""
-        path = self.path(key)
+        d = self.read(key)
         try:
-            raw = path.read_bytes()
-        except OSError:
-            return None
-        try:
-            d = json.loads(raw.decode("utf-8"))
-            if not isinstance(d, dict) or d.get("key") != key:
-                return None
-            return ProbeResult.from_dict(d["result"])
+            return None if d is None else ProbeResult.from_dict(d["result"])
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def put(self, key: str, result: ProbeResult) -> Path:
-        """Write ``result`` atomically (temporary file + ``os.replace``)."""
-        from modtest._io import atomic_write_text
-
-        path = self.path(key)
-        text = json.dumps({"key": key, "result": result.to_dict()}, sort_keys=True)
-        atomic_write_text(path, text)
-        return path
+        """Write ``result`` atomically."""
+        return self.write(key, {"result": result.to_dict()}, sort_keys=True)
 
     def lock(self, key: str):
-        import filelock
-
-        path = self.lock_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return filelock.FileLock(str(path), timeout=self.lock_timeout)
+        return self.file_lock(key, self.lock_timeout)
 
     def get_or_compute(self, key: str, compute: Callable[[], ProbeResult]) -> tuple[ProbeResult, bool]:
         """The cached result, else ``compute()`` under the key's lock, stored.
@@ -148,19 +186,3 @@ class ProbeCache:
             raise CacheError(f"waited {self.lock_timeout:.0f}s for another process computing "
                              f"{self.path(key).name}; remove {self.lock_path(key)} if no "
                              f"modtest process is running") from None
-
-    def clear(self) -> int:
-        """Remove every entry and lock file; returns the number of entries removed."""
-        n = 0
-        if not self.root.is_dir():
-            return 0
-        for sub in self.root.iterdir():
-            if sub.is_dir() and re.fullmatch(r"[0-9a-f]{2}", sub.name):
-                for f in sub.iterdir():
-                    if f.suffix == ".json":
-                        n += 1
-                    try:
-                        f.unlink()
-                    except OSError:
-                        pass
-        return n

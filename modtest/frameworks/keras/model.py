@@ -1,4 +1,4 @@
-"""The only module that reads Keras models: safe loading, the layer graph, weights, identity.
+"""Reading Keras models: safe loading, the layer graph, weights, identity.
 
 Everything downstream (graph, clustering, statistics) works on what this module returns: plain
 numpy arrays and a small description of the layer graph (:class:`LayerGraph`).
@@ -41,9 +41,6 @@ CONCAT_TYPES = ("Concatenate",)
 ACTIVATION_TYPES = ("Activation", "ReLU", "LeakyReLU", "ELU", "PReLU")
 SUPPORTED_TYPES = UNIT_TYPES + BATCHNORM_TYPES + PASS_TYPES + ADD_TYPES + CONCAT_TYPES
 
-SUPPORTED_SUFFIXES = (".keras", ".h5", ".hdf5")
-_CONVERT_HINT = ("load it with Keras and save it with model.save('model.keras'), or pass the "
-                 "in-memory keras.Model")
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,18 +118,12 @@ def _is_keras_layer(cls: str) -> bool:
 
 
 def check_model_file(path, *, trust: bool = False, legacy: bool = True) -> dict:
-    """Check a model file before loading it and return its config: it exists, is a ``.keras``/``.h5``
-    file whose config reads, and holds nothing that would run code (unless ``trust``). With
-    ``legacy=False`` Keras is not imported (a cheap check, e.g. in the pytest-xdist controller)."""
+    """Read a ``.keras``/``.h5`` file's config and refuse what would run code (unless ``trust``).
+
+    ``legacy=False`` skips the one check that needs Keras, so this runs without importing it (the
+    pytest-xdist controller, and every check made before the slow import).
+    """
     path = Path(path)
-    if not path.exists():
-        raise ModelLoadError(f"model file not found: {path}")
-    if path.is_dir():
-        kind = "a TensorFlow SavedModel directory" if (path / "saved_model.pb").exists() else "a directory"
-        raise ModelLoadError(f"{path} is {kind}; modtest reads .keras and .h5 files: {_CONVERT_HINT}")
-    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-        raise ModelLoadError(f"unsupported model file {path.name!r}: modtest reads .keras and .h5 "
-                             f"files; {_CONVERT_HINT}")
     config = _read_config(path)
     risky = unsafe_objects(config, legacy=legacy)
     if risky and not trust:
@@ -148,13 +139,17 @@ def load_model(model, *, trust: bool = False, custom_objects: dict | None = None
     Safe by default: a model with a ``Lambda`` layer or custom objects is refused with a one-line
     :class:`UnsafeModelError` unless ``trust=True``, because loading it would run code from the file.
     """
-    import keras
+    from modtest.frameworks.keras.runtime import import_keras
 
+    keras = import_keras()
     if isinstance(model, keras.Model):
         return model
     if not isinstance(model, (str, os.PathLike)):
         raise ModelLoadError(f"expected a model path or a keras.Model, got {type(model).__name__}")
+    from modtest.frameworks import _entry_for_path
+
     path = Path(model)
+    _entry_for_path(path)  # exists, is a file, has a model suffix
     check_model_file(path, trust=trust)
     try:
         loaded = keras.saving.load_model(path, compile=False, safe_mode=not trust,

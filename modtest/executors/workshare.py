@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from modtest.cache import digest_path
+from modtest.store import DigestStore, digest_path
 from modtest.errors import CacheError, InvalidInput
 
-__all__ = ["WorkShare", "unit_key", "as_workshare", "prefetch", "prefetch_lesion", "WorkShareStats"]
+__all__ = ["WorkShare", "unit_key", "as_workshare", "WorkShareStats"]
 
 
 
@@ -56,7 +56,7 @@ class WorkShareStats:
     computed_keys: list = field(default_factory=list)
 
 
-class WorkShare:
+class WorkShare(DigestStore):
     """A shared folder of unit results and unit locks.
 
     Parameters
@@ -65,52 +65,26 @@ class WorkShare:
     wait_timeout : seconds to wait for one unit held by another process before giving up
     """
 
+    entry_suffix = ".unit.json"
+    lock_suffix = ".unit.lock"
+    what = "unit key"
+
     def __init__(self, root, *, wait_timeout: float = 3600.0):
-        self.root = Path(root)
+        super().__init__(root)
         self.wait_timeout = float(wait_timeout)
         self.stats = WorkShareStats()
 
-    def __repr__(self) -> str:
-        return f"WorkShare({str(self.root)!r})"
-
-    # -- paths -----------------------------------------------------------------------------------
-    def path(self, key: str) -> Path:
-        return digest_path(self.root, key, ".unit.json", "unit key")
-
-    def lock_path(self, key: str) -> Path:
-        return digest_path(self.root, key, ".unit.lock", "unit key")
-
-    def _lock(self, key: str):
-        import filelock
-
-        p = self.lock_path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        # a fresh object per claim (no singleton): two claims of one process also exclude each other
-        return filelock.FileLock(str(p), timeout=-1)
-
-    # -- unit results ----------------------------------------------------------------------------
     def get(self, key: str):
         """The published result of ``key`` (a JSON value), or None when absent or unreadable."""
-        try:
-            raw = self.path(key).read_bytes()
-        except OSError:
-            return None
-        try:
-            d = json.loads(raw.decode("utf-8"))
-        except ValueError:
-            return None
-        if not isinstance(d, dict) or d.get("key") != key or "value" not in d:
-            return None
-        return d["value"]
+        d = self.read(key)
+        return None if d is None or "value" not in d else d["value"]
 
     def put(self, key: str, value) -> Path:
-        """Publish ``value`` atomically (temporary file in the same folder + ``os.replace``)."""
-        from modtest._io import atomic_write_text
+        """Publish ``value`` atomically."""
+        return self.write(key, {"pid": os.getpid(), "value": value}, allow_nan=True)
 
-        path = self.path(key)
-        atomic_write_text(path, json.dumps({"key": key, "pid": os.getpid(), "value": value},
-                                           allow_nan=True))
-        return path
+    def _lock(self, key: str):
+        return self.file_lock(key, -1)
 
     def try_claim(self, key: str):
         """The acquired lock of ``key``, or None when another live process holds it (non-blocking)."""
@@ -252,21 +226,19 @@ class WorkShare:
                 time.sleep(0.01)
         return out
 
-    def clear(self) -> int:
-        """Remove every unit and lock file; returns the number of units removed."""
-        n = 0
-        if not self.root.is_dir():
-            return 0
-        for sub in self.root.iterdir():
-            if sub.is_dir() and re.fullmatch(r"[0-9a-f]{2}", sub.name):
-                for f in sub.iterdir():
-                    if f.name.endswith(".unit.json"):
-                        n += 1
-                    try:
-                        f.unlink()
-                    except OSError:
-                        pass
-        return n
+    def map(self, probe, ctx, units, progress=None) -> list:
+        """The values of a probe's ``units`` (the executor interface), shared with every process that
+        runs the same probe with this folder."""
+        ident = probe.identity(ctx)
+        keyed = [(unit_key(f"{probe.name}-unit", ident, u.key), u) for u in units]
+
+        def counted(key, value, how):
+            if progress is not None and how not in ("computed", "recovered"):
+                progress(by_key[key].work)
+
+        by_key = dict(keyed)
+        got = self.run(keyed, lambda u: probe.compute(ctx, u.item, progress), on_unit=counted)
+        return [got[key] for key, _ in keyed]
 
 
 def as_workshare(workshare) -> WorkShare | None:
@@ -277,51 +249,3 @@ def as_workshare(workshare) -> WorkShare | None:
         return WorkShare(workshare)
     raise InvalidInput(f"workshare must be None, a folder path or a WorkShare, got "
                        f"{type(workshare).__name__}")
-
-
-def prefetch_lesion(store, model, x, y, k: int, seed: int, settings: dict | None = None,
-                    workshare=None):
-    """:func:`prefetch` of the lesion probe (what :func:`modtest.assertions.assert_importance` asks for)."""
-    return prefetch(store, "lesion", model, x, y, k, seed, settings, workshare)
-
-
-def prefetch(store, probe: str, model, x, y, k: int, seed: int, settings: dict | None = None,
-             workshare=None):
-    """Compute a splittable probe cooperatively and put it in ``store`` (memory and disk cache).
-
-    Gives the same result and cache key as ``store.run(probe, model, x, y, k, seed, settings)`` (what
-    the assertions ask for), but the work units are shared out between every process calling this
-    with the same ``workshare`` folder (default ``<cache root>/workshare``) instead of one process
-    computing under the cache entry's lock while the others wait. Returns the
-    :class:`modtest.probes.ProbeRun`.
-    """
-    from modtest.probes import PROBES, SPLITTABLE, ProbeContext, ProbeRun
-
-    if probe not in SPLITTABLE:
-        raise InvalidInput(f"probe {probe!r} cannot be shared out; splittable: {', '.join(sorted(SPLITTABLE))}")
-    settings = dict(settings or {})
-    key = store.key(probe, model, x, y, k, seed, settings)
-    if key in store.memory:
-        return store.memory[key]
-    cache = getattr(store, "cache", None)
-    if cache is not None:
-        found = cache.get(key)
-        if found is not None:
-            run = ProbeRun(found, 0.0, "disk", key)
-            store.memory[key] = run
-            return run
-    if workshare is None:
-        if cache is None:
-            raise InvalidInput("prefetch needs a workshare folder or a store with a disk cache")
-        workshare = Path(cache.root) / "workshare"
-    t0 = time.perf_counter()
-    result = PROBES[probe](ProbeContext(model, x, y, int(k), int(seed), settings, as_workshare(workshare)))
-    if isinstance(result.extras, dict):
-        result.extras.setdefault("seconds", time.perf_counter() - t0)
-    fresh = True
-    if cache is not None:  # the first process to get here writes; the others read the same thing
-        result, fresh = cache.get_or_compute(key, lambda: result)
-    store.computed[probe] = store.computed.get(probe, 0) + int(fresh)
-    run = ProbeRun(result, time.perf_counter() - t0, "computed" if fresh else "disk", key)
-    store.memory[key] = run
-    return run

@@ -1,0 +1,127 @@
+"""Framework adapters: one folder per framework, chosen by the model's type or file suffix.
+
+``adapt(model)`` turns a native model, a model file or an adapter into a
+:class:`~modtest.frameworks.base.ModelAdapter`; nothing here imports a framework until a model of
+that framework is seen. A new framework registers itself with :func:`register_adapter` (see
+``tests/test_adapter_boundary.py`` for a numpy MLP adapter in a few dozen lines).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from modtest.errors import ModelLoadError
+from modtest.frameworks.base import LesionEngine, ModelAdapter
+
+__all__ = ["ModelAdapter", "LesionEngine", "adapt", "load_model", "register_adapter", "check_model_file",
+           "supported_suffixes"]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    framework: str
+    accepts: Callable[[Any], bool]       # a native model of this framework?
+    wrap: Callable[[Any], ModelAdapter]  # native model -> adapter
+    suffixes: tuple[str, ...] = ()       # model files this framework reads
+    load: Callable[..., Any] | None = None  # (path, trust=...) -> native model
+    check: Callable[..., Any] | None = None  # (path, trust=...) -> None: cheap file checks, no import
+    hint: str = ""  # how to save a model of this framework as a file modtest reads
+
+
+_REGISTRY: list[_Entry] = []
+
+
+def register_adapter(framework: str, *, accepts, wrap, suffixes=(), load=None, check=None, hint="") -> None:
+    """Register (or replace) the adapter of ``framework``; the newest registration is tried first."""
+    _REGISTRY[:] = [e for e in _REGISTRY if e.framework != framework]
+    _REGISTRY.insert(0, _Entry(framework, accepts, wrap, tuple(s.lower() for s in suffixes), load, check, hint))
+
+
+def _module_of(obj) -> str:
+    return " ".join(c.__module__ for c in type(obj).__mro__)
+
+
+def _builtin() -> None:
+    """The Keras and torch adapters, registered without importing either framework."""
+    def keras_load(path, trust=False):
+        from modtest.frameworks.keras import load_model as load
+
+        return load(path, trust=trust)
+
+    def keras_wrap(model):
+        from modtest.frameworks.keras import KerasAdapter
+
+        return KerasAdapter(model)
+
+    def keras_check(path, trust=False):
+        from modtest.frameworks.keras.model import check_model_file as check
+
+        check(path, trust=trust, legacy=False)
+
+    register_adapter("keras", accepts=lambda m: _module_of(m).startswith("keras") or " keras." in _module_of(m),
+                     wrap=keras_wrap, suffixes=(".keras", ".h5", ".hdf5"), load=keras_load, check=keras_check,
+                     hint="load it with Keras and save it with model.save('model.keras')")
+
+
+_builtin()
+
+
+def supported_suffixes() -> tuple[str, ...]:
+    """The model-file suffixes the registered adapters read."""
+    return tuple(s for e in _REGISTRY for s in e.suffixes)
+
+
+def _how_to_convert() -> str:
+    """What model files modtest reads and how to write one, per registered framework."""
+    return "; ".join(f"{e.framework}: {'/'.join(e.suffixes)}" + (f" ({e.hint})" if e.hint else "")
+                     for e in reversed(_REGISTRY) if e.suffixes)
+
+
+def _entry_for_path(path: Path) -> _Entry:
+    if not path.exists():
+        raise ModelLoadError(f"model file not found: {path}")
+    if path.is_dir():
+        kind = "a TensorFlow SavedModel directory" if (path / "saved_model.pb").exists() else "a directory"
+        raise ModelLoadError(f"{path} is {kind}; modtest reads model files, {_how_to_convert()}")
+    suffix = path.suffix.lower()
+    for e in _REGISTRY:
+        if suffix in e.suffixes:
+            return e
+    raise ModelLoadError(f"unsupported model file {path.name!r}: modtest reads {_how_to_convert()}; "
+                         f"or pass the in-memory model")
+
+
+def check_model_file(path, *, trust: bool = False) -> None:
+    """Cheap checks of a model file (exists, known format, nothing that runs code unless ``trust``),
+    without importing its framework: used before the slow import, and by the xdist controller."""
+    path = Path(path)
+    entry = _entry_for_path(path)
+    if entry.check is not None:
+        entry.check(path, trust=trust)
+
+
+def adapt(model, *, trust: bool = False) -> ModelAdapter:
+    """An adapter for ``model``: an adapter (returned as is), a native model, or a model file path
+    (loaded safely: nothing from the file runs unless ``trust``)."""
+    if isinstance(model, ModelAdapter):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        entry = _entry_for_path(path)
+        return entry.wrap(entry.load(path, trust=trust))
+    for e in _REGISTRY:
+        if e.accepts(model):
+            return e.wrap(model)
+    raise ModelLoadError(f"expected a model path or a model of a supported framework "
+                         f"({', '.join(e.framework for e in _REGISTRY)}), got {type(model).__name__}")
+
+
+def load_model(model, *, trust: bool = False, custom_objects: dict | None = None):
+    """The native model: a file read safely (see *Safety* in the docs), or a model passed through."""
+    if custom_objects is not None:
+        from modtest.frameworks.keras import load_model as keras_load
+
+        return keras_load(model, trust=trust, custom_objects=custom_objects)
+    return adapt(model, trust=trust).model

@@ -1,0 +1,109 @@
+"""The modtest pytest plugin (entry point ``pytest11: modtest = modtest.plugin``).
+
+Wiring only, in the style of pytest-xdist: this module declares the options and ini keys (from the
+table in :mod:`modtest.options`) and the session fixtures, and registers the objects that do the
+work: :class:`~modtest.plugin.session.ModtestSession` (settings, correction, outcomes, outputs,
+terminal summary) and, under pytest-xdist, :mod:`modtest.plugin.xdist`'s worker or controller side.
+Frameworks are imported inside fixtures and hooks only, when the session uses modtest.
+"""
+from __future__ import annotations
+
+import pytest
+
+from modtest.options import OPTIONS
+from modtest.plugin.xdist import pytest_xdist_auto_num_workers  # noqa: F401 - a hook of this plugin
+
+_KEY = pytest.StashKey["ModtestSession"]()
+
+
+def pytest_addoption(parser):
+    from modtest.plugin.session import COMPARE_HELP
+
+    group = parser.getgroup("modtest", "modularity audits of trained networks (modtest)")
+    for opt in OPTIONS:
+        if opt.kind == "bool":
+            group.addoption(opt.flag, dest=opt.dest, action="store_true", default=None, help=opt.help)
+            parser.addini(opt.dest, opt.help, type="bool", default=False)
+        else:
+            group.addoption(opt.flag, dest=opt.dest, action="store", default=None,
+                            metavar=opt.dest.split("_")[-1].upper(), help=opt.help)
+            parser.addini(opt.dest, opt.help, default="")
+    group.addoption("--modtest-compare", dest="modtest_compare", action="store", nargs="?", const="latest",
+                    default=None, metavar="NAME", help=COMPARE_HELP)
+    parser.addini("modtest_compare", COMPARE_HELP, default="")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config, parser, args):
+    """Runs before conftest.py files are imported: the earliest point to set the environment."""
+    from modtest.plugin.xdist import early_environment
+
+    backend = getattr(early_config.known_args_namespace, "modtest_backend", None)
+    if backend is None:
+        try:
+            backend = early_config.getini("modtest_backend") or None
+        except (ValueError, KeyError):
+            backend = None
+    early_environment(str(backend).strip() if backend else None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    from modtest.plugin.session import ModtestSession
+    from modtest.plugin.xdist import ControllerPlugin, WorkerPlugin, early_environment
+
+    session = ModtestSession(config)
+    early_environment(session.backend)
+    config.stash[_KEY] = session
+    config.pluginmanager.register(session, "modtest-session")  # pytest_configure is historic: it runs now
+    if session.is_worker:
+        config.pluginmanager.register(WorkerPlugin(session), "modtest-xdist-worker")
+    else:  # acts only on reports relayed from xdist workers (xdist registers itself after this hook)
+        config.pluginmanager.register(ControllerPlugin(session), "modtest-xdist-controller")
+
+
+def get_session(config) -> "ModtestSession":  # noqa: F821 - imported lazily
+    """The :class:`~modtest.plugin.session.ModtestSession` of a pytest config (its settings: ``k``,
+    ``alpha``, ``seed``, ``correction``, ``cache_dir``, ``model_path``, ...)."""
+    return config.stash[_KEY]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+def _fixture_error(exc) -> None:
+    pytest.fail(f"modtest: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def model(request):
+    """The model under test (``--model``, default: the shipped example MLP), loaded once."""
+    from modtest.errors import ModtestError
+
+    try:
+        return get_session(request.config).get_model()
+    except ModtestError as exc:
+        _fixture_error(exc)
+
+
+@pytest.fixture(scope="session")
+def eval_data(request, model):
+    """``(x, y)`` from ``--data`` (default: shipped digits), checked against ``model``."""
+    from modtest.errors import ModtestError
+
+    try:
+        return get_session(request.config).data_for(model)
+    except ModtestError as exc:
+        _fixture_error(exc)
+
+
+@pytest.fixture(scope="session")
+def partition(request, model):
+    """``cluster(model, --modtest-k, --modtest-seed)``, computed once per session."""
+    st = get_session(request.config)
+    return st.context.partition(model, st.k, st.seed)
+
+
+@pytest.fixture(scope="session")
+def modtest_probes(request):
+    """The session's probe store (in-memory + disk cache); ``.get(probe, model, x, y, k, seed)``."""
+    return get_session(request.config).context.store

@@ -1,0 +1,471 @@
+"""The modtest side of one pytest session: its settings, its audit context, the session-wide
+correction, rewriting the outcome of tests whose claims failed after correction, the outputs (JSON,
+HTML, baselines) and the ``modtest`` section of the terminal summary.
+
+Registered as a plugin object by :func:`modtest.plugin.pytest_configure` (like pytest-xdist's
+``DSession``); nothing here imports a framework until a test needs the model.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from modtest.claims import ClaimCollector, failure_message
+from modtest.errors import InvalidInput, ModtestError
+from modtest.options import BY_DEST, OPTIONS, parse
+
+#: probes that --modtest-prefetch can compute cooperatively (split into work units); clusterability
+#: is not: its n_shuffles comes from each assertion, so a session-wide prefetch would compute another
+#: cache entry (idle xdist workers still join it, see ProbeStore.help)
+PREFETCHABLE = ("lesion", "visualization")
+COMPARE_HELP = ("compare the audit with baseline NAME (no NAME, or the ini value 'latest': the most "
+                "recent); fail the session when a claim that held no longer holds or a "
+                "--modtest-compare-fail rule breaks. Write --modtest-compare=NAME")
+
+
+def raw_option(config, dest: str, kind: str):
+    """(value, explicit, from_cmdline): the command line wins over the ini key."""
+    v = config.getoption(dest, default=None)
+    if v is not None:
+        return v, True, True
+    try:
+        iv = config.getini(dest)
+    except (ValueError, KeyError):
+        iv = None
+    if kind == "bool":
+        return bool(iv), bool(iv), False
+    if iv not in (None, "", []):
+        return iv, True, False
+    return None, False, False
+
+
+def configured_for_modtest(config) -> bool:
+    """Whether this session names a model, data or any modtest option (command line or ini)."""
+    return any(raw_option(config, o.dest, o.kind)[1] for o in OPTIONS) or \
+        raw_option(config, "modtest_compare", "str")[1]
+
+
+class ModtestSession:
+    """Settings and state of one pytest session (on the controller, a worker, or alone)."""
+
+    def __init__(self, config):
+        self.config = config
+        self.worker = os.environ.get("PYTEST_XDIST_WORKER")
+        self.is_worker = hasattr(config, "workerinput")
+        self._parse(config)
+        self.started = 0.0
+        self.baseline = None
+        self.baseline_name: str | None = None
+        self.comparison = None
+        self.saved_path: Path | None = None
+        self.output_errors: list[str] = []
+        self.helped: dict[str, int] = {}  # probe -> units idle xdist workers computed for others
+        self.worker_audits: list[dict] = []
+        self._model = None
+        self._raw = None
+        self._previous_context = None
+
+    # ------------------------------------------------------------------ settings
+    def _parse(self, config) -> None:
+        from modtest._examples import EXAMPLE_DATA, EXAMPLE_MODEL
+
+        vals = {}
+        for opt in OPTIONS:
+            raw, explicit, cmdline = raw_option(config, opt.dest, opt.kind)
+            try:
+                value = parse(opt, raw)
+            except InvalidInput as exc:
+                raise pytest.UsageError(str(exc)) from None
+            if opt.kind == "path" and value is not None and not value.is_absolute():
+                value = (Path.cwd() if cmdline else config.rootpath) / value
+            vals[opt.dest] = (value, explicit)
+        self.model_path = vals["model"][0] or EXAMPLE_MODEL
+        self.model_explicit = vals["model"][1]
+        self.data_path = vals["data"][0] or EXAMPLE_DATA
+        self.data_explicit = vals["data"][1]
+        self.k = vals["modtest_k"][0]
+        self.alpha = vals["modtest_alpha"][0]
+        self.seed = vals["modtest_seed"][0]
+        self.correction = vals["modtest_correction"][0]
+        self.protocol = vals["modtest_protocol"][0]
+        self.ensemble = vals["modtest_ensemble"][0]
+        self.max_random = vals["modtest_max_random"][0]
+        self.inconclusive = vals["modtest_inconclusive"][0]
+        if self.protocol == "robust":
+            from modtest.robust import ensemble_quorum
+
+            try:
+                ensemble_quorum(self.ensemble)
+            except ModtestError as exc:
+                raise pytest.UsageError(f"--modtest-ensemble: {exc}") from None
+        self.cache_dir = Path(vals["modtest_cache"][0] or (config.rootpath / ".modtest" / "cache"))
+        self.trust = vals["modtest_trust_model"][0]
+        self.json_path = vals["modtest_json"][0]
+        self.backend = vals["modtest_backend"][0]
+        self.html_path = vals["modtest_html"][0]
+        self.storage_dir = Path(vals["modtest_storage"][0] or (config.rootpath / ".modtest" / "baselines"))
+        self.prefetch = self._prefetch_probes(vals["modtest_prefetch"][0] or ())
+        self.save_name = vals["modtest_save"][0]
+        if self.save_name is not None:
+            from modtest.report.storage import check_name
+
+            try:
+                self.save_name = check_name(self.save_name)
+            except ModtestError as exc:
+                raise pytest.UsageError(f"{BY_DEST['modtest_save'].flag}: {exc}") from None
+        self.compare_fail = vals["modtest_compare_fail"][0]
+        from modtest.report.compare import parse_rules
+
+        try:  # no rules given: the recommended noise-aware defaults
+            self.compare_rules = parse_rules(self.compare_fail)
+        except ModtestError as exc:
+            raise pytest.UsageError(f"--modtest-compare-fail: {exc}") from None
+        compare = raw_option(config, "modtest_compare", "str")[0]
+        self.compare_name = None if compare is None else (str(compare).strip() or "latest")
+
+    @staticmethod
+    def _prefetch_probes(names) -> tuple:
+        from modtest.probes import MEASURES
+
+        out = []
+        for name in names:
+            if name not in MEASURES:
+                raise pytest.UsageError(f"--modtest-prefetch: unknown measure {name!r}; choose from "
+                                        f"{', '.join(sorted(MEASURES))}")
+            probe = MEASURES[name].probe
+            if probe not in PREFETCHABLE:
+                raise pytest.UsageError(f"--modtest-prefetch: measure {name!r} (probe {probe!r}) cannot "
+                                        f"be prefetched; supported probes: {', '.join(PREFETCHABLE)}")
+            if probe not in out:
+                out.append(probe)
+        return tuple(out)
+
+    @property
+    def is_controller(self) -> bool:
+        """The pytest-xdist controller (runs no test); known once xdist has configured itself."""
+        return self.config.pluginmanager.hasplugin("dsession")
+
+    @property
+    def explicit(self) -> bool:
+        return self.model_explicit or self.data_explicit
+
+    # ------------------------------------------------------------------ model and data
+    def get_model(self):
+        """The native model, loaded once (the framework is imported here, not at start-up)."""
+        if self._model is None:
+            from modtest.frameworks import adapt, check_model_file
+
+            check_model_file(self.model_path, trust=self.trust)  # before the slow framework import
+            self._model = adapt(self.model_path, trust=self.trust).model
+        return self._model
+
+    def raw_data(self):
+        if self._raw is None:
+            from modtest._validation import load_data
+
+            self._raw = load_data(self.data_path)
+        return self._raw
+
+    def data_for(self, model):
+        from modtest._validation import check_data
+
+        return check_data(self.context.adapter(model), *self.raw_data())
+
+    # ------------------------------------------------------------------ hooks
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_configure(self, config):
+        from modtest import context as _context
+        from modtest.context import AuditContext, Defaults
+        from modtest.probes.store import ProbeStore
+        from modtest.store import ProbeCache
+
+        share = None
+        if self.is_worker:  # xdist worker: splittable probes share units with the others
+            from modtest.executors.workshare import WorkShare
+
+            share = WorkShare(self.cache_dir / "workshare")
+        defaults = Defaults(k=self.k, alpha=self.alpha, seed=self.seed, data=self.data_for, trust=self.trust,
+                            protocol=self.protocol, ensemble=self.ensemble, max_random=self.max_random)
+        self.context = AuditContext(defaults, ClaimCollector(self.correction),
+                                    ProbeStore(ProbeCache(self.cache_dir), workshare=share))
+        if self.compare_name is not None and not self.is_worker:
+            from modtest.report.storage import BaselineStorage
+
+            try:
+                storage = BaselineStorage(self.storage_dir)
+                self.baseline_name, _path = storage.resolve(self.compare_name)
+                self.baseline = storage.load(self.baseline_name)
+            except ModtestError as exc:
+                raise pytest.UsageError(f"--modtest-compare: {exc}") from None
+        self._previous_context = _context.activate(self.context)
+
+    def pytest_unconfigure(self, config):
+        from modtest import context as _context
+
+        if _context._CURRENT is self.context:
+            _context.activate(self._previous_context)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session):
+        """With --model/--data given, check them before any test runs (usage error, exit 4).
+
+        ``--data`` is checked against the model (``--model`` or the example); the default data is
+        checked lazily by ``eval_data``, so a model that needs no data (clusterability) can be given
+        alone. The xdist controller checks the file without importing a framework.
+        """
+        self.started = time.perf_counter()
+        if self.is_controller:
+            from modtest.plugin.xdist import warm_up_correction
+
+            warm_up_correction()
+        if not self.explicit or self.is_worker:
+            return
+        try:
+            if self.data_explicit:
+                self.raw_data()  # unreadable/incomplete .npz: found without importing a framework
+            if self.is_controller:
+                from modtest.frameworks import check_model_file
+
+                check_model_file(self.model_path, trust=self.trust)
+                return
+            model = self.get_model()
+            if self.data_explicit:
+                self.data_for(model)
+        except ModtestError as exc:
+            raise pytest.UsageError(f"modtest: {exc}") from None
+
+    def pytest_collection_finish(self, session):
+        """--modtest-prefetch: every process (each xdist worker, or the single process) joins the
+        computation of the session's shared probes before its first test, so ``pytest -n N`` on one
+        big audit keeps all N workers busy; the assertions then find the result in the cache. Runs
+        at the session's default k and seed with the settings an assertion would use."""
+        if not self.prefetch or not session.items or session.config.option.collectonly:
+            return
+        import warnings
+
+        try:
+            model = self.context.adapter(self.get_model())
+            x, y = self.data_for(model)
+            for probe in self.prefetch:
+                self.context.store.prefetch(probe, model, x, y, self.k, self.seed,
+                                            self.context.defaults.probe_settings(probe, self.alpha),
+                                            workshare=self.cache_dir / "workshare")
+        except ModtestError as exc:  # the tests report it themselves; do not crash the worker
+            warnings.warn(f"modtest: --modtest-prefetch skipped: {exc}", stacklevel=1)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        self.context.collector.current_nodeid = item.nodeid
+        try:
+            return (yield)
+        finally:
+            self.context.collector.current_nodeid = ""
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        if self.is_worker:  # the controller corrects (claims went with each test report)
+            return
+        col = self.context.collector
+        if not col.claims and not self.context.store.memory and not self.worker_audits:
+            return
+        col.finalize()
+        failed = col.failed_nodeids()
+        newly = {nid: cs for nid, cs in failed.items()
+                 if any(c.p_raw is not None and c.p_raw == c.p_raw and c.bounds[0] <= c.alpha for c in cs)}
+        unsure = {nid: cs for nid, cs in col.inconclusive_nodeids().items() if nid not in failed}
+        ok_status = (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
+        rewritten = self._fail_reports(newly)
+        if self.inconclusive == "fail":
+            rewritten = self._fail_reports(unsure) or rewritten
+        else:
+            self._move_reports(unsure, "inconclusive")
+        if rewritten and session.exitstatus in ok_status:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if self._write_outputs() and session.exitstatus in ok_status:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    # ------------------------------------------------------------------ outcomes
+    def _fail_reports(self, failed: dict) -> bool:
+        """Turn the passing call reports of tests whose claims failed after correction into failures.
+
+        Returns whether the session must fail: a converted report, or a claim whose report is not
+        found (no terminal reporter). Tests marked xfail (xfailed/xpassed) do not fail the session.
+        """
+        if not failed:
+            return False
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is None:
+            return True
+        where = {}
+        for cat, reps in tr.stats.items():
+            for rep in reps:
+                if getattr(rep, "when", None) == "call" and getattr(rep, "nodeid", None) in failed:
+                    where[rep.nodeid] = (cat, rep)
+        fail = False
+        for nid, claims in failed.items():
+            cat, rep = where.get(nid, (None, None))
+            if cat == "passed":
+                rep.outcome = "failed"
+                rep.longrepr = "\n".join(failure_message(c) for c in claims)
+                tr.stats["passed"].remove(rep)
+                tr.stats.setdefault("failed", []).append(rep)
+                fail = True
+            elif cat not in ("xfailed", "xpassed", "failed"):
+                fail = True
+        if "passed" in tr.stats and not tr.stats["passed"]:
+            del tr.stats["passed"]
+        return fail
+
+    def _move_reports(self, claims_by_node: dict, category: str) -> None:
+        """Show the passing tests of these claims under ``category`` in the terminal summary (pytest
+        counts it: "3 passed, 1 inconclusive"); the session's exit status is left alone."""
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is None or not claims_by_node:
+            return
+        for rep in list(tr.stats.get("passed", ())):
+            if getattr(rep, "when", None) == "call" and getattr(rep, "nodeid", None) in claims_by_node:
+                tr.stats["passed"].remove(rep)
+                tr.stats.setdefault(category, []).append(rep)
+        if "passed" in tr.stats and not tr.stats["passed"]:
+            del tr.stats["passed"]
+
+    # ------------------------------------------------------------------ outputs
+    def identity(self) -> tuple[dict, dict]:
+        """``model`` and ``data`` of the report; hashes only for what this session loaded."""
+        model = {"path": str(self.model_path), "name": None, "hash": None}
+        data = {"path": str(self.data_path), "hash": None, "n_examples": None}
+        if self._model is not None:
+            try:
+                adapter = self.context.adapter(self._model)
+                model["name"] = adapter.name
+                model["hash"] = adapter.fingerprint()
+                if self._raw is not None:
+                    from modtest.store import data_hash
+
+                    x, y = self.data_for(adapter)
+                    data["hash"], data["n_examples"] = data_hash(x, y), int(len(x))
+            except Exception:  # noqa: BLE001 - identity is informative only
+                pass
+        return model, data
+
+    def build_report(self):
+        from modtest.report.build import build_report
+
+        model, data = self.identity()
+        return build_report(source="pytest", context=self.context, model=model, data=data, k=self.k,
+                            seed=self.seed, alpha=self.alpha, started=self.started,
+                            extra_audits=self.worker_audits)
+
+    def _write_outputs(self) -> bool:
+        """JSON, HTML, comparison and baseline of the session; returns whether the session must fail."""
+        wanted = (self.json_path, self.html_path, self.save_name, self.compare_name)
+        if all(w is None for w in wanted):
+            return False
+        report = self.build_report()
+        if not report.claims and not report.probes:
+            return False
+        fail = False
+        if self.baseline is not None:
+            from modtest.report.compare import compare_reports
+
+            self.comparison = compare_reports(self.baseline, report, self.compare_rules,
+                                              baseline_name=self.baseline_name, current_name="current")
+            fail = not self.comparison.ok
+        from modtest._io import atomic_write_text
+
+        out = report.to_dict()
+        if self.comparison is not None:
+            out["comparison"] = self.comparison.to_dict()
+        jobs = []
+        if self.json_path is not None:
+            jobs.append(("--modtest-json", lambda: atomic_write_text(self.json_path, json.dumps(out, indent=2))))
+        if self.html_path is not None:
+            from modtest.report.html import write_html
+
+            jobs.append(("--modtest-html", lambda: write_html(report, self.html_path, self.comparison)))
+        if self.save_name is not None:
+            from modtest.report.storage import BaselineStorage
+
+            def save():
+                self.saved_path = BaselineStorage(self.storage_dir).save(self.save_name, report)
+
+            jobs.append(("--modtest-save", save))
+        for what, job in jobs:
+            try:
+                job()
+            except Exception as exc:  # noqa: BLE001 - reported in the summary, the session fails
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                self.output_errors.append(f"{what}: {type(exc).__name__}: {first}")
+                fail = True
+        return fail
+
+    # ------------------------------------------------------------------ terminal summary
+    def pytest_terminal_summary(self, terminalreporter, exitstatus, config):
+        tr = terminalreporter
+        col = self.context.collector
+        if not col.claims:
+            if self.comparison is not None or self.output_errors:
+                tr.section("modtest")
+                self._summary_outputs(tr)
+            return
+        xfailed = {getattr(rep, "nodeid", None)  # tests marked xfail: their failing claims are expected
+                   for cat in ("xfailed", "xpassed") for rep in tr.stats.get(cat, ())}
+        expected = [c for c in col.failures() + col.inconclusive() if c.nodeid in xfailed]
+        unsure = [c for c in col.inconclusive() if c.nodeid not in xfailed]
+        tr.section("modtest")
+        if self.helped:
+            tr.write_line("work units computed by idle xdist workers for others' probes: "
+                          + ", ".join(f"{p} {n}" for p, n in sorted(self.helped.items())))
+        tr.write_line(f"{len(col.claims)} assertion(s), {self.protocol} protocol, {col.method} correction, "
+                      f"{len([c for c in col.failures() if c.nodeid not in xfailed])} failed"
+                      + (f", {len(unsure)} inconclusive" if unsure else "")
+                      + (f", {len(expected)} expected to fail (xfail)" if expected else "")
+                      + " (probe: wall time in this session, ~0 when cached)")
+        for c in col.claims:
+            verdict = (c.outcome or ("pass" if c.passed else "fail")).upper()
+            if c.nodeid in xfailed and verdict != "PASS":
+                verdict = "XFAIL"
+            span = f" in [{_p(c.p_low_corrected)}, {_p(c.p_high_corrected)}]" if c.p_low is not None else ""
+            tr.write_line(f"{verdict} {c.nodeid} {c.measure} ({c.method}) statistic={_p(c.statistic)} "
+                          f"raw p={_p(c.p_raw)} corrected p={_p(c.p_corrected)}{span} alpha={c.alpha:g} "
+                          f"probe {c.probe_seconds:.1f}s", yellow=verdict == "INCONCLUSIVE")
+        newly = [c for c in col.failures() if c.p_raw == c.p_raw and c.bounds[0] <= c.alpha]
+        if newly:
+            tr.write_line(f"failed only after {col.method} correction:", red=True)
+            for c in newly:
+                tr.write_line(f"  {c.nodeid}: {failure_message(c)}", red=True)
+        if unsure:
+            what = "fail their tests" if self.inconclusive == "fail" else \
+                "are reported, not failed (--modtest-inconclusive=fail fails them)"
+            tr.write_line(f"inconclusive claims {what}:", yellow=True)
+            for c in unsure:
+                tr.write_line(f"  {c.nodeid}: {failure_message(c)}", yellow=True)
+        self._summary_outputs(tr)
+
+    def _summary_outputs(self, tr) -> None:
+        cmp = self.comparison
+        if cmp is not None:
+            tr.write_line(f"compared with baseline {self.baseline_name!r}: "
+                          + ("no regression" if cmp.ok else f"{len(cmp.failures)} regression(s)"),
+                          red=not cmp.ok, green=cmp.ok)
+            for f in cmp.failures:
+                tr.write_line(f"  REGRESSION {f}", red=True)
+            for n in cmp.notes:
+                tr.write_line(f"  note: {n}")
+        for e in self.output_errors:
+            tr.write_line(f"modtest: could not write {e}", red=True)
+        if self.json_path is not None and self.json_path.exists():
+            tr.write_line(f"modtest JSON report: {self.json_path}")
+        if self.html_path is not None and self.html_path.exists():
+            tr.write_line(f"modtest HTML report: {self.html_path}")
+        if self.saved_path is not None:
+            tr.write_line(f"modtest baseline saved: {self.saved_path}")
+
+
+def _p(v) -> str:
+    if v is None or v != v:
+        return "-"
+    return f"{v:.3g}"

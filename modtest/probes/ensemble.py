@@ -1,0 +1,253 @@
+"""The robust lesion study: importance and output coherence judged over an ensemble of partitions,
+with random controls added where a decision is within Monte Carlo error (see :mod:`modtest.robust`).
+
+The work units are the lesion probe's (one sub-cluster of one partition with a range of its
+controls), run in rounds on any executor: round 0 gives every sub-cluster of every partition
+``n_random`` controls; each later round doubles the controls of the sub-clusters that carry the
+Monte Carlo width of an undecided partition, up to ``max_random``, until every measure's verdict is
+settled or can no longer change.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from modtest import robust
+from modtest._random import keyed_rng
+from modtest._validation import check_alpha, check_int, check_seed
+from modtest.errors import NoTestableSubclusters
+from modtest.probes.base import ProbeContext
+from modtest.probes.lesion import LesionProbe, coherence, lesion_context, lesion_result
+from modtest.results import ProbeResult
+
+__all__ = ["robust_lesion_study", "partition_seeds", "MEASURES"]
+
+MEASURES = ("importance", "output_coherence")
+
+
+def partition_seeds(seed: int, ensemble: int) -> list[int]:
+    """The ensemble's clustering seeds: the user's seed first, then seeds drawn from it."""
+    return [int(seed)] + [int(keyed_rng("partition-ensemble", int(seed), r).integers(0, 2**31 - 1))
+                          for r in range(1, ensemble)]
+
+
+class _Tally:
+    """Per tagged sub-cluster: its scores and class recalls so far (true set first)."""
+
+    def __init__(self):
+        self.scores: dict[str, list] = {}
+        self.recalls: dict[str, list] = {}
+        self.items: dict[str, list] = {}
+
+    def add(self, units, values) -> None:
+        for u, v in sorted(zip(units, values), key=lambda t: (t[0].item["tag"], t[0].item["lo"])):
+            tag = u.item["tag"]
+            self.scores.setdefault(tag, []).extend(v["score"])
+            self.recalls.setdefault(tag, []).extend(np.asarray(v["recall"], dtype=float).reshape(len(v["score"]), -1))
+            self.items.setdefault(tag, []).append(u.item)
+
+    def n(self, tag: str) -> int:
+        return len(self.scores[tag]) - 1
+
+
+def _exceedances(tally: _Tally, tag: str, base_score: float, base_recall: np.ndarray, ties: str):
+    """(b_importance, b_coherence or None when undefined for the true set, n) of one sub-cluster."""
+    sc = np.asarray(tally.scores[tag], dtype=float)
+    drops = base_score - sc
+    rand = drops[1:]
+    b_imp = int((rand >= drops[0]).sum() if ties == "inclusive" else (rand > drops[0]).sum())
+    coh = coherence(base_recall[None, :] - np.asarray(tally.recalls[tag], dtype=float))
+    if np.isnan(coh[0]):
+        b_coh = None
+    else:
+        rc = coh[1:]
+        ext = (rc >= coh[0]) if ties == "inclusive" else (rc > coh[0])
+        b_coh = int((ext | np.isnan(rc)).sum())
+    return b_imp, b_coh, len(rand)
+
+
+def robust_lesion_study(model, x, y, *, k: int = 12, seed: int = 0, alpha: float = 0.05, ensemble: int = 10,
+                        n_random: int = 20, max_random: int = 320, risk: float = robust.RISK,
+                        ensemble_risk: float = robust.ENSEMBLE_RISK, partitions=None, executor=None,
+                        progress=None, **lesion_kw) -> ProbeResult:
+    """Importance and output coherence of ``model`` over ``ensemble`` partitions at ``k``.
+
+    Parameters
+    ----------
+    model, x, y : as for :func:`modtest.lesion_study`
+    k, seed : clusters, and the seed the ensemble's clustering seeds and the controls are drawn from
+    alpha : the claims' level (the Monte Carlo decisions aim at it)
+    ensemble : number of partitions R
+    n_random, max_random : controls per sub-cluster in round 0, and the most any sub-cluster gets
+    risk, ensemble_risk : see :mod:`modtest.robust`
+    partitions : callable (model, k, seed) -> Partition (the session's, memoized), or None
+    executor : where the work units run (None: here; a workshare folder; a Dask executor)
+    **lesion_kw : min_size, max_fraction, metric, ties, keep_bias, engine, batch_size, ...
+
+    Returns
+    -------
+    ProbeResult (probe="lesion"): ``rows`` of the first partition (the user's seed), ``network`` with
+    per measure the merged p, its interval, the verdict and one entry per partition.
+    """
+    from modtest.cluster import cluster
+    from modtest.executors import as_executor
+    from modtest.frameworks import adapt
+
+    t0 = time.perf_counter()
+    seed = check_seed(seed)
+    alpha = check_alpha(alpha)
+    ensemble = check_int("ensemble", ensemble, minimum=1)
+    n_random = check_int("n_random", n_random, minimum=1)
+    max_random = check_int("max_random", max_random, minimum=1)
+    if max_random < n_random:
+        from modtest.errors import InvalidInput
+
+        raise InvalidInput(f"max_random ({max_random}) must be >= n_random ({n_random})")
+    quorum = robust.ensemble_quorum(ensemble, ensemble_risk)
+    adapter = adapt(model)
+    seeds = partition_seeds(seed, ensemble)
+    parts = [(partitions or (lambda m, kk, s: cluster(m, k=kk, seed=s)))(adapter, k, s) for s in seeds]
+    ctxs, why = [], None
+    for part in parts:
+        try:
+            ctxs.append(lesion_context(adapter, part, x, y, n_random=n_random, seed=seed, **lesion_kw))
+        except NoTestableSubclusters as exc:
+            why = why or str(exc)
+            ctxs.append(None)
+    if all(c is None for c in ctxs):
+        raise NoTestableSubclusters(f"{why} (in each of the {ensemble} partitions)")
+    first = next(c for c in ctxs if c is not None)
+    ctx = ProbeContext(adapter, first.x, first.y, [], dict(first.settings))
+    probe = LesionProbe()
+    base_score, base_recall = probe.base(ctx)
+    ties = ctx.settings["ties"]
+    ckey = ctx.settings.get("control_key") or adapter.fingerprint()  # keys every random draw
+    tags = [[(f"{r}/{sub.name}", sub) for sub in (c.subclusters if c is not None else [])]
+            for r, c in enumerate(ctxs)]
+    from modtest._progress import Progress
+
+    tally = _Tally()
+    run = as_executor(executor)
+    n_first = sum(len(t) for t in tags) * (n_random + 1)
+    bar = Progress(n_first, "lesion (ensemble)", enabled=progress)
+    by_tag = {tag: (r, sub) for r in range(ensemble) for tag, sub in tags[r]}
+    rounds = 0
+
+    def compute(requests):
+        nonlocal rounds
+        probe.requests = requests
+        units = probe.units(ctx)
+        tally.add(units, run.map(probe, ctx, units, bar.update))
+        rounds += 1
+
+    def counts(r, measure):
+        b, n, ids = [], [], []
+        for tag, _sub in tags[r]:
+            b_imp, b_coh, nn = _exceedances(tally, tag, base_score, base_recall, ties)
+            bb = b_imp if measure == "importance" else b_coh
+            if bb is not None:
+                b.append(bb)
+                n.append(nn)
+                ids.append(tag)
+        return (b, n, ids) if b else None
+
+    def extend(wants):
+        compute([(tag, by_tag[tag][1], tally.n(tag), hi, ("ensemble", seeds[r])) for (r, tag), hi in wants.items()])
+
+    with bar:
+        compute([(tag, sub, 0, n_random, ("ensemble", seeds[r])) for r in range(ensemble) for tag, sub in tags[r]])
+        decided = robust.decide(counts, extend, ensemble=ensemble, measures=MEASURES, alpha=alpha, cap=max_random,
+                                risk=risk, ensemble_risk=ensemble_risk, key=(ckey, seed))
+    network = {}
+    threshold = alpha * quorum / ensemble
+    for measure in MEASURES:
+        ens, mcs = decided[measure]
+        chi2 = _chi2_ps(tally, tags, measure, base_score, base_recall, n_random, ckey, seed)
+        chi2_ens = robust.merge_ensemble([robust.MonteCarloP(v, v, v, 0) for v in chi2], alpha, ensemble_risk)
+        included = [counts(r, measure) for r in range(ensemble)]
+        network[measure] = {
+            **ens.to_dict(), "fisher_p": ens.p, "fisher_stat": None, "method": "fisher",
+            "chi2_p": chi2_ens.p, "chi2": chi2_ens.to_dict(), "ensemble": ensemble, "threshold": threshold,
+            "n": int(np.median([len(c[0]) if c else 0 for c in included])),
+            "n_excluded": int(np.median([len(tags[r]) - (len(c[0]) if c else 0) for r, c in enumerate(included)])),
+            "partitions": [{"seed": seeds[r], "ncut": float(parts[r].ncut), "p": m.p, "p_low": m.low,
+                            "p_high": m.high, "decision": m.decision(threshold), "chi2_p": chi2[r],
+                            "n_subclusters": len(tags[r]), "n_controls": m.n_controls}
+                           for r, m in enumerate(mcs)],
+        }
+    result = _first_partition_result(ctxs, tally, probe, (base_score, base_recall))
+    result.network.update(network)
+    n_sub = len(parts[0].subclusters)
+    result.network["n_subclusters"] = n_sub
+    result.network["n_filtered"] = n_sub - len(tags[0])
+    result.settings.update({"protocol": "robust", "alpha": alpha, "ensemble": ensemble, "max_random": max_random,
+                            "risk": risk, "ensemble_risk": ensemble_risk, "partition_seeds": seeds})
+    summaries = [dict(seed=seeds[r], ncut=float(parts[r].ncut),
+                      **_partition_summary(tally, tags[r], base_score, ties)) for r in range(ensemble)]
+    for measure in MEASURES:
+        for entry, summ in zip(result.network[measure]["partitions"], summaries):
+            entry["important"] = summ["taxonomy"]["important"]
+    result.extras.update({"partitions": summaries, "rounds": rounds,
+                          "n_lesions": int(sum(len(v) for v in tally.scores.values())),
+                          "seconds": time.perf_counter() - t0})
+    return result
+
+
+def _chi2_ps(tally, tags, measure, base_score, base_recall, n0, mh, seed) -> list[float]:
+    """Per partition: the chi-squared categorical test of tie-broken ranks among the first ``n0``
+    controls (a fixed grid, as the test needs); 1.0 where nothing is testable."""
+    from modtest import stats
+
+    out = []
+    for r, tagged in enumerate(tags):
+        true, rand = [], []
+        for tag, _sub in tagged:
+            sc = np.asarray(tally.scores[tag][:n0 + 1], dtype=float)
+            if measure == "importance":
+                v = base_score - sc
+            else:
+                v = coherence(base_recall[None, :] - np.asarray(tally.recalls[tag][:n0 + 1], dtype=float))
+                if np.isnan(v[0]):
+                    continue
+            true.append(v[0])
+            rand.append(v[1:])
+        if not true:
+            out.append(1.0)
+            continue
+        ranks = stats.rank_p(np.asarray(true), np.asarray(rand), keyed_rng(mh, "robust-ties", measure, seed, r))
+        out.append(float(stats.chi2_categorical(ranks, n0)[1]))
+    return out
+
+
+def _partition_summary(tally, tagged, base_score, ties) -> dict:
+    """One partition's taxonomy counts and accuracy-drop quantiles (what comparisons read)."""
+    from modtest import stats
+    from modtest.stats import DROP_QUANTILES as QUANTILES
+
+    cats, drops = [], []
+    for tag, sub in tagged:
+        sc = np.asarray(tally.scores[tag], dtype=float)
+        d = base_score - sc
+        p_right = stats.empirical_p(d[0], d[1:], side="right", ties=ties)
+        p_left = stats.empirical_p(d[0], d[1:], side="left", ties=ties)
+        cats.append(stats.categorize(sub.fraction, d[0], p_right, p_left, len(d) - 1))
+        drops.append(d[0])
+    out = {"taxonomy": stats.category_counts(cats), "n_tested": len(tagged)}
+    if drops:
+        out.update({f"drop_q{q}": float(v) for q, v in zip(QUANTILES, np.percentile(drops, QUANTILES))})
+        out["drop_mean"] = float(np.mean(drops))
+    return out
+
+
+def _first_partition_result(ctxs, tally, probe, base) -> ProbeResult:
+    """The lesion rows of the first partition with a testable sub-cluster (its taxonomy, figures)."""
+    r, ctx = next((r, c) for r, c in enumerate(ctxs) if c is not None)
+    per_sub = {}
+    for sub in ctx.subclusters:
+        tag = f"{r}/{sub.name}"
+        items = sorted(tally.items[tag], key=lambda it: it["lo"])
+        per_sub[sub.name] = (np.asarray(tally.scores[tag], dtype=float),
+                             np.asarray(tally.recalls[tag], dtype=float), items)
+    ctx._resources["lesion-base"] = base
+    return lesion_result(ctx, probe, per_sub)

@@ -31,7 +31,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-
 from _machine import machine  # noqa: E402
 
 
@@ -62,8 +61,8 @@ def main(argv=None) -> int:
 
     from modtest.cluster import cluster
     from modtest.frameworks.keras.engines import FastEngine, ReferenceEngine
-from modtest.probes.lesion import lesion_study
     from modtest.frameworks.keras.model import unit_layers
+    from modtest.probes.lesion import lesion_study
 
     print(f"machine: {machine()}")
     try:

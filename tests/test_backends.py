@@ -48,6 +48,7 @@ def run_backend(backend):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None,
                     reason="jax is not installed (pip install -e '.[test]' installs it)")
 def test_tensorflow_and_jax_agree():

@@ -11,9 +11,9 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pytest
 
-from modtest.store import ProbeCache, cache_key, data_hash
 from modtest.errors import CacheError
 from modtest.results import ProbeResult
+from modtest.store import ProbeCache, cache_key, data_hash
 
 KEY = cache_key("m" * 16, "d" * 16, "lesion", 12, 0, {"n_random": 20})
 
@@ -108,10 +108,9 @@ def test_lock_of_killed_process_does_not_block(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     assert ProbeCache(tmp_path).lock_path(KEY).exists()  # the lock file is left behind ...
-    t0 = time.perf_counter()
-    r, fresh = ProbeCache(tmp_path, lock_timeout=10).get_or_compute(KEY, lambda: _result(0.75))
+    # ... but the kernel released it: a cache that may not wait at all (timeout 0) gets it at once
+    r, fresh = ProbeCache(tmp_path, lock_timeout=0).get_or_compute(KEY, lambda: _result(0.75))
     assert fresh and r == _result(0.75)
-    assert time.perf_counter() - t0 < 2  # ... but does not block
 
 
 def test_waits_for_probe_in_progress(tmp_path):

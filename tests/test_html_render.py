@@ -7,13 +7,14 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from modtest.report import Report, add_visualization, render_html, write_html
-from modtest.report.schema import SCHEMA_VERSION
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CATS = ["important", "other", "small", "diff-but-not-sig", "prunable"]
@@ -154,13 +155,17 @@ def test_rendering_error_leaves_no_file(tmp_path, monkeypatch):
 
 
 def test_no_pyplot_state():
-    import sys
-
-    before = "matplotlib.pyplot" in sys.modules
-    text = render_html(synthetic_report(n_claims_failed=1))
-    assert "FAIL: 2 claim(s), 1 failed" in text
-    if not before:
-        assert "matplotlib.pyplot" not in sys.modules
+    """Rendering draws on matplotlib's object API (Figure + Agg canvas), never pyplot's global state:
+    checked in a fresh interpreter, where nothing else could have imported pyplot."""
+    code = ("import sys; sys.path.insert(0, 'tests')\n"
+            "from test_html_render import synthetic_report\n"
+            "from modtest.report.html import render_html\n"
+            "text = render_html(synthetic_report(n_claims_failed=1))\n"
+            "assert 'FAIL: 2 claim(s), 1 failed' in text and '<img' in text\n"
+            "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n")
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root)
+    assert res.returncode == 0, res.stderr[-2000:]
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (headless render check)")

@@ -176,7 +176,7 @@ def test_fixtures_shared_and_computed_once(pytester, saved_model):
 def test_clusterable_on_planted_modules(pytester, tmp_path, planted_mlp):
     path = tmp_path / "planted.keras"
     planted_mlp().save(path)
-    pytester.makepyfile(f"""
+    pytester.makepyfile("""
         from modtest.assertions import assert_clusterable
 
         def test_planted(model, request):
@@ -507,22 +507,43 @@ def test_xdist_controller_checks_the_model_file_without_keras(pytester, saved_mo
 
 def test_idle_xdist_worker_joins_a_running_probe(pytester, saved_model):
     """With -n 2, the worker whose test ends first joins the clusterability job the other worker
-    announced (test_wait only waits until it is announced, to make the overlap certain); the claim
-    is the same as in a serial run."""
+    announced; the claim is the same as in a serial run. No timing: test_wait waits until the job is
+    announced, and the owner, after its first unit, waits until the idle worker has computed one (the
+    inner conftest wraps the probe's compute; serially nothing waits)."""
+    pytester.makeconftest("""
+        import os, time
+        from pathlib import Path
+        from modtest.probes.clusterability import ClusterabilityProbe
+
+        real = ClusterabilityProbe.compute
+
+        def compute(self, ctx, item, progress=None):
+            value = real(self, ctx, item, progress)
+            if os.environ.get("MODTEST_TEST_OWNER"):  # the job's owner: let the idle worker in first
+                deadline = time.time() + 120
+                while not Path("helper-unit").exists() and time.time() < deadline:
+                    time.sleep(0.01)
+            elif "PYTEST_XDIST_WORKER" in os.environ:
+                Path("helper-unit").write_text("1")
+            return value
+
+        ClusterabilityProbe.compute = compute
+    """)
     pytester.makepyfile("""
         import os, time
         from pathlib import Path
         from modtest.assertions import assert_clusterable
 
         def test_shuffles(model):
+            if "PYTEST_XDIST_WORKER" in os.environ:
+                os.environ["MODTEST_TEST_OWNER"] = "1"
             assert_clusterable(model, k=2, n_shuffles=60, alpha=0.99)
 
         def test_wait(model):
             if "PYTEST_XDIST_WORKER" not in os.environ:
                 return
             jobs = Path("cache") / "workshare" / "jobs"
-            deadline = time.time() + 60
-            while not list(jobs.glob("*/*.job.json")) and time.time() < deadline:
+            while not list(jobs.glob("*/*.job.json")):
                 time.sleep(0.005)
     """)
     args = ("--model", str(saved_model), "--modtest-json", "r.json")

@@ -1,7 +1,5 @@
-"""Shared fixtures for tests/: small seeded Keras models and a stub-probe conftest for inner sessions.
-
-Keras is imported inside the fixtures only, so test modules that do not use them start fast.
-"""
+"""Shared test helpers: the pytester plugin and a stub-probe conftest for inner sessions (small seeded
+models live in tests/_models.py)."""
 
 import pytest
 
@@ -77,54 +75,3 @@ def modtest_stub(pytester):
         return pytester
 
     return make
-
-
-def _seed(seed=0):
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    return keras
-
-
-@pytest.fixture(scope="session")
-def tiny_mlp():
-    """8 -> 16 -> 16 -> 3 ReLU MLP, seeded."""
-    keras = _seed(0)
-    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
-                             keras.layers.Dense(16, activation="relu"),
-                             keras.layers.Dense(3, activation="softmax")])
-
-
-@pytest.fixture(scope="session")
-def tiny_cnn():
-    """6x6x1 -> Conv(4)+BN -> Conv(4) -> GAP -> Dense(3), seeded."""
-    keras = _seed(0)
-    return keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(4, 3, padding="same"),
-                             keras.layers.BatchNormalization(), keras.layers.ReLU(),
-                             keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
-                             keras.layers.GlobalAveragePooling2D(),
-                             keras.layers.Dense(3, activation="softmax")])
-
-
-def planted_two_module_mlp(n_in=8, hidden=16, n_out=2, seed=0):
-    """An MLP whose weights form two disjoint modules (block-diagonal kernels), seeded."""
-    import numpy as np
-
-    keras = _seed(seed)
-    model = keras.Sequential([keras.Input((n_in,)), keras.layers.Dense(hidden, activation="relu"),
-                              keras.layers.Dense(hidden, activation="relu"),
-                              keras.layers.Dense(n_out, activation="softmax")])
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        w, b = layer.get_weights()
-        mask = np.zeros_like(w)
-        hi, ho = w.shape[0] // 2, w.shape[1] // 2
-        mask[:hi, :ho] = 1
-        mask[hi:, ho:] = 1
-        layer.set_weights([rng.normal(0, 1, w.shape).astype("float32") * mask, b])
-    return model
-
-
-@pytest.fixture
-def planted_mlp():
-    return planted_two_module_mlp

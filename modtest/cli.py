@@ -90,8 +90,12 @@ def cmd_audit(args) -> int:
     from modtest._validation import check_int, load_data
     from modtest.report.audit import run_audit
 
+    from modtest._validation import check_choice
+    from modtest.report.audit import MEASURES
+
     s = _settings(args, _AUDIT)
     n_random = check_int("--n-random", args.n_random, minimum=1)
+    claims = [check_choice("--claims entry", c.strip(), MEASURES) for c in args.claims.split(",") if c.strip()]
     if s["modtest_protocol"] == "robust":
         from modtest.robust import ensemble_quorum
 
@@ -109,7 +113,8 @@ def cmd_audit(args) -> int:
                                   clusterability=args.clusterability, double_lesion=args.double_lesion,
                                   double_n_random=args.double_n_random, model_path=name, data_path=data,
                                   protocol=s["modtest_protocol"], ensemble=s["modtest_ensemble"],
-                                  max_random=s["modtest_max_random"])
+                                  max_random=s["modtest_max_random"],
+                                  claims=claims)
     _print_audit(report, part, res, name)
     if s["modtest_json"]:
         from modtest._io import atomic_write_text
@@ -240,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also lesion pairs of important sub-clusters (paper A.10, Figure 9)")
     p.add_argument("--double-n-random", type=int, default=20, metavar="N",
                    help="random controls per double-lesion test (default 20)")
+    p.add_argument("--claims", default="importance,output_coherence", metavar="M,...",
+                   help="claims to judge: importance, output_coherence (default both; both are computed "
+                        "and printed either way)")
     p.add_argument("--no-fail", action="store_true", help="exit 0 even when a claim fails (report only)")
     p.set_defaults(func=cmd_audit)
     p = sub.add_parser("compare", help="compare two audit JSON files (baseline, current)")

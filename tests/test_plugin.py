@@ -133,9 +133,12 @@ def test_usage_errors_exit_4_with_one_line(pytester, keep_env, args, ini, match)
 # --------------------------------------------------------------------------- real (tiny) models
 
 @pytest.fixture
-def saved_model(tmp_path, tiny_mlp):
+def saved_model(tmp_path):
+    """An 8 -> 16 -> 16 -> 3 MLP saved as a file, good data for it and broken data."""
+    from _models import tiny_mlp
+
     path = tmp_path / "tiny.keras"
-    tiny_mlp.save(path)
+    tiny_mlp(seed=0, widths=(16, 16), n_in=8, n_out=3).save(path)
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "good.npz", x=rng.normal(size=(30, 8)).astype("float32"), y=rng.integers(0, 3, 30))
     np.savez(tmp_path / "noy.npz", x=np.zeros((30, 8), "float32"))
@@ -173,7 +176,9 @@ def test_fixtures_shared_and_computed_once(pytester, saved_model):
     assert len(ids) == 2 and ids[0] == ids[1]
 
 
-def test_clusterable_on_planted_modules(pytester, tmp_path, planted_mlp):
+def test_clusterable_on_planted_modules(pytester, tmp_path):
+    from _models import planted_mlp
+
     path = tmp_path / "planted.keras"
     planted_mlp().save(path)
     pytester.makepyfile("""

@@ -16,11 +16,13 @@ def run_audit(model, x, y, *, k: int = DEFAULTS["k"], seed: int = DEFAULTS["seed
               correction: str = DEFAULTS["correction"], clusterability: int = 0, double_lesion: bool = False,
               double_n_random: int = 20, model_path=None, data_path=None, progress=None,
               protocol: str = DEFAULTS["protocol"], ensemble: int = DEFAULTS["ensemble"],
-              max_random: int = DEFAULTS["max_random"], executor=None) -> tuple[Report, object, object]:
+              max_random: int = DEFAULTS["max_random"], executor=None,
+              claims=MEASURES) -> tuple[Report, object, object]:
     """Audit ``model`` on ``(x, y)``; returns ``(report, partition, lesion_result)``.
 
-    Claims: importance and output coherence (Fisher), plus clusterability when ``clusterability``
-    (the number of weight shuffles) is > 0, corrected together with ``correction``. ``protocol``
+    Claims: ``claims`` (default importance and output coherence, Fisher), plus clusterability when
+    ``clusterability`` (the number of weight shuffles) is > 0, corrected together with ``correction``;
+    the lesion study computes both measures whichever are claimed. ``protocol``
     "robust" judges them over ``ensemble`` partitions with controls added up to ``max_random`` where
     a decision is within Monte Carlo error; "paper" uses one partition and ``n_random`` controls.
     ``partition``/``lesion_result`` are those of the first partition (the one at ``seed``).
@@ -37,13 +39,18 @@ def run_audit(model, x, y, *, k: int = DEFAULTS["k"], seed: int = DEFAULTS["seed
 
     t_start = time.perf_counter()
     protocol = check_choice("protocol", protocol, PROTOCOLS)
+    claims = [check_choice("claim", c, MEASURES) for c in claims]
+    if not claims:
+        from modtest.errors import InvalidInput
+
+        raise InvalidInput(f"claims must name at least one of {', '.join(MEASURES)}")
     adapter = adapt(model)
     x, y = check_data(adapter, x, y)
     defaults = Defaults(k=k, alpha=alpha, seed=seed, data=lambda _m: (x, y), protocol=protocol,
                         ensemble=ensemble, max_random=max_random,
                         settings={"lesion": {"n_random": n_random, "progress": progress}})
     context = AuditContext(defaults, ClaimCollector(correction), ProbeStore(executor=executor))
-    wanted = [(m, {}) for m in MEASURES]
+    wanted = [(m, {}) for m in claims]
     if clusterability:
         wanted.append(("clusterability", {"n_shuffles": int(clusterability)}))
     with using(context):

@@ -146,6 +146,8 @@ def main(argv=None) -> int:
             secs = (time.perf_counter() - t) / len(seeds)
             default, named = regressions(reps, None), regressions(reps, "p:10x,important:-2")
             raw[name][protocol] = [r.to_dict() for r in reps]
+            if args.json:  # partial results survive a crash later on
+                Path(args.json).write_text(json.dumps(raw, indent=1, default=float))
             for m in MEASURES:
                 cs = [next(c for c in r.claims if c["measure"] == m) for r in reps]
                 rows.append((name, f"{protocol} audit (--seed S)", m, spread([c["p_raw"] for c in cs]),

@@ -259,8 +259,9 @@ def _change(base, cur, kind) -> str:
 
 def compare_reports(baseline, current, rules=(), *, baseline_name: str = "baseline",
                     current_name: str = "current") -> Comparison:
-    """Compare two reports under ``rules`` (:func:`parse_rules` output or an expression string)."""
-    if isinstance(rules, str):
+    """Compare two reports under ``rules`` (:func:`parse_rules` output, an expression string, or
+    None for :data:`DEFAULT_RULES`)."""
+    if rules is None or isinstance(rules, str):
         rules = parse_rules(rules)
     cmp = Comparison(baseline_name=baseline_name, current_name=current_name)
     for what, key in (("model", "hash"), ("data", "hash")):

@@ -216,3 +216,20 @@ def test_cli_audit(tmp_path, capsys):
     assert d["subclusters"] and "p_importance" in d["subclusters"][0]
     assert main(["audit", str(EXAMPLE_MODEL), "--data", str(tmp_path / "missing.npz")]) == 2
     assert "data file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--ensemble", "0"], "--ensemble must be an integer >= 1"),
+    (["--ensemble", "4"], "an ensemble of 4 partitions cannot give a verdict"),
+    (["--max-random", "x"], "--max-random must be an integer"),
+    (["--alpha", "2"], "--alpha must be a number in (0, 1)"),
+    (["--protocol", "fast"], "--protocol: unknown value 'fast'"),
+    (["--claims", "speed"], "unknown --claims entry 'speed'"),
+])
+def test_cli_audit_bad_settings_exit_2_with_one_line(capsys, args, match):
+    """Robust-protocol settings are checked before any model is loaded: one line, exit status 2."""
+    from modtest.cli import main
+
+    assert main(["audit", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert match in err and "\n" not in err, err

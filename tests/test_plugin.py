@@ -120,6 +120,12 @@ def test_backend_set_before_keras_and_unused_plugin_is_cheap(pytester):
     (["--modtest-alpha", "1.5"], "", "--modtest-alpha must be a number in (0, 1)"),
     (["--modtest-seed", "-1"], "", "--modtest-seed must be an integer >= 0"),
     (["--modtest-backend", "mxnet"], "", "--modtest-backend: unknown value 'mxnet'"),
+    (["--modtest-ensemble", "0"], "", "--modtest-ensemble must be an integer >= 1"),
+    (["--modtest-ensemble", "3"], "", "--modtest-ensemble: an ensemble of 3 partitions cannot give a verdict"),
+    (["--modtest-ensemble", "ten"], "", "--modtest-ensemble must be an integer"),
+    ([], "modtest_max_random = 0", "--modtest-max-random must be an integer >= 1"),
+    (["--modtest-protocol", "fast"], "", "--modtest-protocol: unknown value 'fast'"),
+    (["--modtest-inconclusive", "pass"], "", "--modtest-inconclusive: unknown value 'pass'"),
     (["--model", "missing.keras"], "", "model file not found"),
     ([], "model = missing.keras", "model file not found"),
 ])

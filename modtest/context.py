@@ -32,12 +32,15 @@ class Defaults:
         """The settings ``probe`` runs with for a claim at ``alpha``: the per-probe settings and the
         protocol's (an assertion and a prefetch ask for the same, so they share one cache entry)."""
         settings = dict(self.settings.get(probe, {}))
-        if self.protocol == "robust" and probe in ("lesion", "clusterability"):
+        if self.protocol == "robust" and probe in ("lesion", "clusterability", "visualization"):
             settings.setdefault("protocol", "robust")
             settings.setdefault("alpha", alpha)
             if probe == "lesion":
                 settings.setdefault("ensemble", self.ensemble)
                 settings.setdefault("max_random", self.max_random)
+            if probe == "visualization":  # images cost far more than lesions: an eighth of the cap
+                settings.setdefault("ensemble", self.ensemble)
+                settings.setdefault("max_random", max(9, self.max_random // 8))
         return settings
 
 

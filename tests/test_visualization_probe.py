@@ -125,3 +125,25 @@ def test_untrained_control_is_a_seeded_reinitialised_copy(model):
             assert not np.allclose(wa, wm) and not np.allclose(wa, wc)
     res = visualization_study(a, SUBS, **FAST)
     assert len(res.rows) == 3
+
+
+def test_robust_visualization_over_an_ensemble(tmp_path):
+    """The robust protocol for the visualization measures: one entry per partition, a verdict per
+    measure, controls added up to the cap where a decision needed them, and the same result when the
+    images are rendered by shared work units (a workshare folder) as in this process."""
+    from modtest.executors.workshare import WorkShare
+    from modtest.probes.ensemble import robust_visualization_study
+
+    model = _model()
+    kw = dict(k=3, seed=0, ensemble=5, n_random=3, max_random=6, steps=6, batch_size=16, min_size=2)
+    serial = robust_visualization_study(model, **kw)
+    shared = robust_visualization_study(model, executor=WorkShare(tmp_path / "share"), **kw)
+    a, b = json.loads(shared.to_json()), json.loads(serial.to_json())
+    a["extras"].pop("seconds"), b["extras"].pop("seconds")
+    assert a == b
+    for measure in ("input_coherence", "output_coherence", "activational_variance"):
+        net = serial.network[measure]
+        assert net["verdict"] in ("pass", "fail", "inconclusive") and len(net["partitions"]) == 5
+        assert net["p_low"] <= net["p"] <= net["p_high"]
+        assert all(3 * e["n_subclusters"] <= e["n_controls"] <= 6 * e["n_subclusters"] for e in net["partitions"])
+    assert serial.rows and all(3 <= r["n_random"] <= 6 for r in serial.rows)

@@ -128,9 +128,15 @@ def _lesion(req: Request) -> ProbeResult:
 
 
 def _visualization(req: Request) -> ProbeResult:
+    settings = dict(req.settings)
+    if settings.pop("protocol", "paper") == "robust":
+        from modtest.probes.ensemble import robust_visualization_study
+
+        return robust_visualization_study(req.model, k=req.k, seed=req.seed, executor=req.executor,
+                                          partitions=req.partitions, **settings)
     from modtest.probes.visualization import visualization_study
 
-    return visualization_study(req.model, req.partition, seed=req.seed, executor=req.executor, **req.settings)
+    return visualization_study(req.model, req.partition, seed=req.seed, executor=req.executor, **settings)
 
 
 def _clusterability(req: Request) -> ProbeResult:

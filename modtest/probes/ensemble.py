@@ -20,6 +20,7 @@ from modtest.errors import NoTestableSubclusters
 from modtest.probes.base import ProbeContext
 from modtest.probes.lesion import LesionProbe, coherence, lesion_context, lesion_result
 from modtest.results import ProbeResult
+from modtest.stats import empirical_p
 
 __all__ = ["robust_lesion_study", "partition_seeds", "MEASURES"]
 
@@ -251,3 +252,141 @@ def _first_partition_result(ctxs, tally, probe, base) -> ProbeResult:
                              np.asarray(tally.recalls[tag], dtype=float), items)
     ctx._resources["lesion-base"] = base
     return lesion_result(ctx, probe, per_sub)
+
+
+# --------------------------------------------------------------------------------------------
+# Feature visualization
+# --------------------------------------------------------------------------------------------
+
+VIS_MEASURES = {  # measure -> (statistic, side): which way is extreme
+    "input_coherence": ("score", "right"),
+    "output_coherence": ("entropy", "left"),
+    "activational_variance": ("variance", "left"),
+}
+
+
+def robust_visualization_study(model, *, k: int = 12, seed: int = 0, alpha: float = 0.05, ensemble: int = 10,
+                               n_random: int = 9, max_random: int = 36, risk: float = robust.RISK,
+                               ensemble_risk: float = robust.ENSEMBLE_RISK, partitions=None, executor=None,
+                               min_size: int = 3, max_fraction: float = 0.8, steps: int = 256, lr: float = 0.05,
+                               param: str = "pixel", transforms="auto", batch_size: int = 128,
+                               value_range=(0.0, 1.0), image_shape=None) -> ProbeResult:
+    """Input and output coherence and activational variance over ``ensemble`` partitions, images for
+    more random controls rendered where a decision is within Monte Carlo error (up to ``max_random``).
+
+    Every objective (a sub-cluster or one of its controls in one partition) is an image of its own,
+    keyed by (seed, layer, cluster, replicate, partition seed), so a result does not depend on which
+    process rendered it; the rows are the first partition's, ``network`` as in
+    :func:`robust_lesion_study`.
+    """
+    from modtest._random import random_unit_sets
+    from modtest._validation import check_fraction
+    from modtest.cluster import cluster
+    from modtest.executors import as_executor
+    from modtest.frameworks import adapt
+    from modtest.probes.visualization import VisualizationProbe, _canonical_order, filter_subclusters
+
+    t0 = time.perf_counter()
+    seed, alpha = check_seed(seed), check_alpha(alpha)
+    ensemble = check_int("ensemble", ensemble, minimum=1)
+    n_random = check_int("n_random", n_random, minimum=1)
+    max_random = max(check_int("max_random", max_random, minimum=1), n_random)
+    min_size = check_int("min_size", min_size, minimum=1)
+    max_fraction = check_fraction("max_fraction", max_fraction)
+    quorum = robust.ensemble_quorum(ensemble, ensemble_risk)
+    adapter = adapt(model)
+    mh = adapter.fingerprint()
+    seeds = partition_seeds(seed, ensemble)
+    parts = [(partitions or (lambda m, kk, s: cluster(m, k=kk, seed=s)))(adapter, k, s) for s in seeds]
+    tested = [_canonical_order(adapter, filter_subclusters(p, min_size=min_size, max_fraction=max_fraction))
+              for p in parts]
+    if not any(tested):
+        raise NoTestableSubclusters(f"none of the sub-clusters has >= {min_size} units and <= {max_fraction:.0%} "
+                                    f"of its layer (in each of the {ensemble} partitions)")
+    vis = adapter.visualizer()
+    settings = {"seed": seed, "batch_size": batch_size, "transforms": transforms, "backend": vis.backend,
+                "layers": sorted({s.layer for subs in tested for s in subs}, key=adapter.layer_positions().get),
+                "render": {"steps": steps, "lr": lr, "param": param, "batch_size": batch_size,
+                           "value_range": list(value_range) if value_range is not None else None,
+                           "image_shape": image_shape}}
+    ctx = ProbeContext(adapter, None, None, [], settings)
+    ctx._resources["visualizer"] = vis
+    run = as_executor(executor)
+    stats: dict[str, dict[str, list]] = {}  # tag -> statistic -> values (true set first)
+    tags = [[(f"{r}/{s.name}", s) for s in subs] for r, subs in enumerate(tested)]
+    by_tag = {tag: (r, s) for r in range(ensemble) for tag, s in tags[r]}
+
+    def render(requests):
+        """Images for (tag, lo, hi): the true set (lo == 0) and controls lo .. hi - 1."""
+        objectives, keys, owners = [], [], []
+        for tag, lo, hi in requests:
+            r, sub = by_tag[tag]
+            sets = list(random_unit_sets(sub.layer_size, sub.size, hi - lo, mh, "visualization", sub.layer,
+                                         sub.cluster, "ensemble", seeds[r], start=lo))
+            if lo == 0:
+                sets.insert(0, np.asarray(sub.units, dtype=np.int64))
+            first = 0 if lo == 0 else lo + 1
+            for j, units in enumerate(sets):
+                objectives.append((sub.layer, [int(u) for u in units]))
+                keys.append([seed, "visualization", sub.layer, sub.cluster, first + j, "ensemble", seeds[r]])
+                owners.append(tag)
+        probe = VisualizationProbe(objectives, keys)
+        parts_ = run.map(probe, ctx, probe.units(ctx))
+        values = {name: [v for p in parts_ for v in p[name]] for name in ("score", "entropy", "variance", "cov")}
+        for i, tag in enumerate(owners):
+            got = stats.setdefault(tag, {name: [] for name in values})
+            for name, vals in values.items():
+                got[name].append(vals[i])
+
+    def counts(r, measure):
+        stat, side = VIS_MEASURES[measure]
+        b, n, ids = [], [], []
+        for tag, _s in tags[r]:
+            v = np.asarray(stats[tag][stat], dtype=float)
+            ext = (v[1:] >= v[0]) if side == "right" else (v[1:] <= v[0])
+            b.append(int(ext.sum()))
+            n.append(len(v) - 1)
+            ids.append(tag)
+        return (b, n, ids) if b else None
+
+    def extend(wants):
+        render([(tag, len(stats[tag]["score"]) - 1, hi) for (_r, tag), hi in wants.items()])
+
+    render([(tag, 0, n_random) for r in range(ensemble) for tag, _s in tags[r]])
+    decided = robust.decide(counts, extend, ensemble=ensemble, measures=tuple(VIS_MEASURES), alpha=alpha,
+                            cap=max_random, risk=risk, ensemble_risk=ensemble_risk, key=(mh, seed, "visualization"))
+    threshold = alpha * quorum / ensemble
+    network = {}
+    for measure, (ens, mcs) in decided.items():
+        network[measure] = {
+            **ens.to_dict(), "fisher_p": ens.p, "fisher_stat": None, "method": "fisher", "chi2_p": None,
+            "ensemble": ensemble, "threshold": threshold, "n": len(tags[0]), "n_excluded": 0,
+            "partitions": [{"seed": seeds[r], "ncut": float(parts[r].ncut), "p": m.p, "p_low": m.low,
+                            "p_high": m.high, "decision": m.decision(threshold), "n_subclusters": len(tags[r]),
+                            "n_controls": m.n_controls} for r, m in enumerate(mcs)],
+        }
+    rows = []
+    for tag, sub in tags[0]:
+        st = stats[tag]
+        row = {"layer": sub.layer, "cluster": sub.cluster, "units": list(sub.units), "size": sub.size,
+               "fraction": sub.fraction, "n_random": len(st["score"]) - 1}
+        for measure, (stat, side) in VIS_MEASURES.items():
+            v = np.asarray(st[stat], dtype=float)
+            row[stat] = float(v[0])
+            row[{"score": "random_scores", "entropy": "random_entropies", "variance": "random_variances"}[stat]] = \
+                v[1:].tolist()
+            key = {"input_coherence": "p_input", "output_coherence": "p_output",
+                   "activational_variance": "p_variance"}[measure]
+            row[key] = float(empirical_p(v[0], v[1:], side=side))
+        row["cov"] = float(st["cov"][0])
+        rows.append(row)
+    settings_out = {"protocol": "robust", "alpha": alpha, "ensemble": ensemble, "n_random": n_random,
+                    "max_random": max_random, "seed": seed, "partition_seeds": seeds, "min_size": min_size,
+                    "max_fraction": max_fraction, "steps": steps, "lr": lr, "param": param,
+                    "batch_size": batch_size, "engine": f"modtest.visualize/{adapter.framework}-{vis.backend}",
+                    "model_hash": mh}
+    covs = np.asarray([r["cov"] for r in rows if np.isfinite(r["cov"])])
+    extras = {"cov_quartiles": np.percentile(covs, [25, 50, 75]).tolist() if covs.size else [float("nan")] * 3,
+              "n_tested": len(rows), "n_images": int(sum(len(v["score"]) for v in stats.values())),
+              "seconds": time.perf_counter() - t0}
+    return ProbeResult(probe="visualization", rows=rows, network=network, settings=settings_out, extras=extras)

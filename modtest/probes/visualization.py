@@ -38,25 +38,36 @@ class VisualizationProbe(Probe):
 
     name = "visualization"
 
+    def __init__(self, objectives: list | None = None, keys: list | None = None):
+        #: the objectives ``(layer, units)`` to render and their seed keys; default: the context's
+        self.objectives, self.keys = objectives, keys
+
     def identity(self, ctx):
         s = ctx.settings
-        return (ctx.model_fp, s["render"], _settings_transforms(s["transforms"]), s["n_random"], s["seed"],
-                s["backend"], s["layers"])
+        return (ctx.model_fp, s["render"], _settings_transforms(s["transforms"]), s["seed"], s["backend"],
+                s["layers"])
 
     def units(self, ctx):
-        objectives, keys, bs = ctx.settings["objectives"], ctx.settings["keys"], ctx.settings["batch_size"]
-        return [Unit(("chunk", [[layer, list(units)] for layer, units in objectives[lo:lo + bs]], keys[lo:lo + bs]),
-                     lo, work=len(objectives[lo:lo + bs])) for lo in range(0, len(objectives), bs)]
+        s = ctx.settings
+        objectives = s["objectives"] if self.objectives is None else self.objectives
+        keys = s["keys"] if self.keys is None else self.keys
+        bs = s["batch_size"]
+        out = []
+        for lo in range(0, len(objectives), bs):
+            chunk = {"objectives": [[layer, [int(u) for u in units]] for layer, units in objectives[lo:lo + bs]],
+                     "keys": [list(k) for k in keys[lo:lo + bs]]}
+            out.append(Unit(("chunk", chunk["objectives"], chunk["keys"]), chunk, work=len(chunk["keys"])))
+        return out
 
-    def compute(self, ctx, lo, progress=None):
+    def compute(self, ctx, item, progress=None):
         """Every chunk is rendered and read with the same compiled step and layer list, so a chunk's
         numbers do not depend on which process computes it, nor on the other chunks."""
         s = ctx.settings
         vis = ctx.resource("visualizer", ctx.model.visualizer)
         bs = s["batch_size"]
-        objs = [(layer, np.asarray(units, dtype=np.int64)) for layer, units in s["objectives"][lo:lo + bs]]
+        objs = [(layer, np.asarray(units, dtype=np.int64)) for layer, units in item["objectives"]]
         render_kw = dict(s["render"], transforms=s["transforms"])
-        images, scores = vis.render(objs, seed=[tuple(k) for k in s["keys"][lo:lo + bs]], layers=s["layers"],
+        images, scores = vis.render(objs, seed=[tuple(k) for k in item["keys"]], layers=s["layers"],
                                     **render_kw)
         acts, probs = vis.forward(images, s["layers"], with_output=True, batch_size=bs)
         if "images" in ctx._resources:

@@ -20,12 +20,11 @@ EXIT_OK, EXIT_CLAIM_FAILED, EXIT_USAGE = 0, 1, 2
 def _add(p: argparse.ArgumentParser, dest: str, **kw) -> None:
     """An option of the shared table, under its ``modtest`` flag (parsed and checked after argparse)."""
     opt = BY_DEST[dest]
-    default = opt.default if opt.kind != "path" else None
     if opt.kind == "bool":
         p.add_argument(opt.cli, dest=dest, action="store_true", help=opt.help)
     else:
         p.add_argument(opt.cli, dest=dest, default=None, metavar=kw.pop("metavar", dest.split("_")[-1].upper()),
-                       help=f"{opt.help}" if default is None else opt.help)
+                       help=opt.help)
 
 
 def _settings(args, dests) -> dict:

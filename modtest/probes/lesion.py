@@ -21,7 +21,7 @@ import numpy as np
 from modtest._validation import check_choice, check_data, check_fraction_open, check_int, check_seed
 from modtest.errors import InvalidInput, NoTestableSubclusters
 from modtest.probes.base import Probe, ProbeContext, Unit, run_probe
-from modtest.results import ProbeResult, SubCluster, subclusters_of, within_size_limits
+from modtest.results import ProbeResult, subclusters_of, within_size_limits
 
 __all__ = ["lesion_study", "LesionProbe", "scores", "ENGINES", "METRICS", "TIES"]
 
@@ -211,7 +211,6 @@ def lesion_result(ctx, probe: LesionProbe, per_sub: dict) -> ProbeResult:
     from modtest import stats
 
     s = ctx.settings
-    n_classes = ctx.model.n_classes
     base_score, base_recall = probe.base(ctx)
     rows, true_d, rand_d, true_c, rand_c = [], [], [], [], []
     for sub in ctx.subclusters:
@@ -416,8 +415,3 @@ def lesion_study(model, partition, x, y, *, n_random: int = 20, seed: int = 0, m
         result = run_probe(probe, ctx, workshare if workshare is not None else executor, bar.update)
     result.extras["seconds"] = time.perf_counter() - t0
     return result
-
-
-def check_subclusters(partition) -> list[SubCluster]:
-    """The sub-clusters of ``partition`` (a Partition or a list of SubCluster), checked."""
-    return subclusters_of(partition)

@@ -4,6 +4,9 @@ For each model (the shipped pruned digits MLP, and MLPs trained here: another pr
 one, an untrained one, and the paper's halves-diff MLP whose task plants two modules), over
 ``--seeds`` seeds:
 
+``--models`` also takes ``dropout`` (dropout 0.5, unpruned), ``dropout_pruned`` (dropout 0.5, then pruned to
+90%: between modular and not) and ``pruned_50`` (pruned to 50%).
+
 * paper protocol, the two sources of seed noise separately: the random controls' seed alone (the
   partition fixed at seed 0), and the partition seed alone (the controls' seed fixed at 0); then both
   (what ``--seed S`` does);
@@ -54,6 +57,11 @@ def build_models(names, log):
             out[name] = (train_mlp(xtr, ytr, seed=0, epochs=20, prune_epochs=0), xte, yte)
         elif name == "dropout":
             out[name] = (train_mlp(xtr, ytr, seed=0, epochs=20, prune_epochs=0, dropout=0.5), xte, yte)
+        elif name == "dropout_pruned":  # dropout makes a network less modular, pruning more: in between
+            out[name] = (train_mlp(xtr, ytr, seed=0, epochs=20, prune_epochs=20, sparsity=0.9, dropout=0.5),
+                         xte, yte)
+        elif name == "pruned_50":  # lightly pruned
+            out[name] = (train_mlp(xtr, ytr, seed=2, epochs=20, prune_epochs=20, sparsity=0.5), xte, yte)
         elif name == "untrained":
             out[name] = (untrained_control(shipped, seed=0), xte, yte)
         elif name == "halves":

@@ -23,8 +23,14 @@ def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename. A path
+    that exists and is not a regular file (``/dev/stdout``, a pipe) is written to directly: renaming
+    over it would replace the device or link."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        with open(path, "wb") as f:
+            f.write(data)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp(path.parent, path.name)
     try:

@@ -25,23 +25,28 @@ def _mode(path) -> int:
 
 @pytest.mark.parametrize("mask, want", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
 def test_every_written_file_follows_the_umask(tmp_path, umask, mask, want):
-    from test_html_render import synthetic_report
+    from test_report import small_report
+
+    umask(mask)
+    rep = small_report()
+    atomic_write_text(tmp_path / "plain.json", "{}")
+    baseline = BaselineStorage(tmp_path / "baselines").save("main", rep)
+    cache = ProbeCache(tmp_path / "cache")
+    entry = cache.put("ab" * 32, ProbeResult("lesion", [], {}, {}, {}))
+    for path in (tmp_path / "plain.json", baseline, entry):
+        assert _mode(path) == want, (path.name, oct(_mode(path)))
+    # atomic: no temporary file left next to any of them
+    assert [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")] == []
+
+
+def test_html_report_follows_the_umask(tmp_path, umask):
+    from test_report import small_report
 
     from modtest.report.html import write_html
 
-    umask(mask)
-    rep = synthetic_report()
-    atomic_write_text(tmp_path / "plain.json", "{}")
-    baseline = BaselineStorage(tmp_path / "baselines").save("main", rep)
-    html = write_html(rep, tmp_path / "out" / "audit.html")
-    cache = ProbeCache(tmp_path / "cache")
-    key = "ab" * 32
-    entry = cache.put(key, ProbeResult("lesion", [], {}, {}, {}))
-    for path in (tmp_path / "plain.json", baseline, html, entry):
-        assert _mode(path) == want, (path.name, oct(_mode(path)))
-    # atomic: no temporary file left next to any of them
-    leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
-    assert leftovers == []
+    umask(0o027)
+    html = write_html(small_report(), tmp_path / "out" / "audit.html")
+    assert _mode(html) == 0o640 and sorted(p.name for p in html.parent.iterdir()) == ["audit.html"]
 
 
 def test_replacing_a_file_keeps_no_old_content_and_no_temporary(tmp_path, umask):
@@ -62,3 +67,16 @@ def test_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         atomic_write_text(tmp_path / "r.json", "x")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_device_or_pipe_is_written_to_not_replaced(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    import threading
+
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()))
+    reader.start()
+    atomic_write_text(fifo, "through the pipe")
+    reader.join(timeout=30)
+    assert got == [b"through the pipe"] and stat.S_ISFIFO(os.stat(fifo).st_mode)

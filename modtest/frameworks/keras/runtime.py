@@ -27,7 +27,7 @@ import re
 import sys
 import tempfile
 
-__all__ = ["import_keras", "quiet_startup", "drop_startup_noise"]
+__all__ = ["import_keras", "quiet_startup", "drop_startup_noise", "check_backend", "keras_backend_name"]
 
 #: TensorFlow's start-up lines that say nothing about the user's model or run
 STARTUP_NOISE = tuple(re.compile(p) for p in (
@@ -120,12 +120,63 @@ def quiet_startup() -> None:
 ENV = "MODTEST_GC_FREEZE"
 
 
+#: the module each Keras backend imports
+BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch", "numpy": "numpy",
+                   "openvino": "openvino"}
+INSTALL_HINT = "pip install 'pytest-modtest[tensorflow-cpu]' (or [tensorflow] for GPUs, or [jax])"
+
+
+def keras_backend_name() -> str:
+    """The backend Keras will use, found as Keras finds it (``KERAS_BACKEND``, then the ``backend``
+    of ``$KERAS_HOME/keras.json`` or ``~/.keras/keras.json``, else tensorflow), without importing it."""
+    name = os.environ.get("KERAS_BACKEND")
+    if name:
+        return name
+    import json
+
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as f:
+            return str(json.load(f).get("backend") or "tensorflow")
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
+def _installed(module: str) -> bool:
+    if sys.modules.get(module) is not None:
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ValueError, ImportError):
+        return False
+
+
+def check_backend() -> None:
+    """A one-line :class:`~modtest.errors.BackendMissing` when Keras or its backend is not installed
+    (instead of the ImportError traceback Keras's import gives)."""
+    from modtest.errors import BackendMissing
+
+    if sys.modules.get("keras") is not None:
+        return
+    if not _installed("keras"):
+        raise BackendMissing(f"Keras is not installed; modtest reads Keras models: {INSTALL_HINT}")
+    name = keras_backend_name()
+    if not _installed(BACKEND_MODULES.get(name, name)):
+        others = [b for b, m in BACKEND_MODULES.items() if b not in (name, "numpy") and _installed(m)]
+        where = "KERAS_BACKEND" if os.environ.get("KERAS_BACKEND") else "Keras's default"
+        switch = (f", or use the installed {' or '.join(others)} with KERAS_BACKEND={others[0]} "
+                  f"(--modtest-backend {others[0]})" if others else "")
+        raise BackendMissing(f"the Keras backend {name!r} ({where}) is not installed: {INSTALL_HINT}{switch}")
+
+
 def import_keras():
     """``import keras`` (and its backend) with the cyclic collector paused, then ``gc.freeze()``.
 
     Does nothing special when Keras is already imported or ``MODTEST_GC_FREEZE=0``. TensorFlow's
-    start-up lines are filtered (:func:`quiet_startup`).
+    start-up lines are filtered (:func:`quiet_startup`); a missing backend is one line
+    (:func:`check_backend`).
     """
+    check_backend()
     quiet_startup()
     if "keras" in sys.modules or os.environ.get(ENV, "1") == "0":
         import keras

@@ -1,4 +1,5 @@
-"""Command line: ``modtest cluster``, ``modtest audit``, ``modtest compare``, ``modtest report``.
+"""Command line: ``modtest cluster``, ``modtest audit``, ``modtest init``, ``modtest compare``,
+``modtest report``.
 
 The settings shared with the pytest plugin come from one table (:mod:`modtest.options`), so a value
 gets the same check and the same message in both. Exit status of ``modtest audit``: 0 when every
@@ -254,6 +255,22 @@ def _check_writable(*paths) -> None:
             raise ModtestError(f"cannot write {p}: {parent} is not a folder")
 
 
+def cmd_init(args) -> int:
+    """Write tests/test_modularity.py and the pytest ini keys for MODEL and --data."""
+    from pathlib import Path
+
+    from modtest.scaffold import TEST_FILE, init_project
+
+    s = _settings(args, ("modtest_trust_model",))
+    k = None if args.modtest_k is None else _settings(args, ("modtest_k",))["modtest_k"]
+    out = init_project(args.model, args.data, folder=args.dir, k=k, force=args.force, trust=s["modtest_trust_model"])
+    print(f"wrote {out['test_file']}")
+    print(f"wrote {out['ini']}: " + ", ".join(f"{key} = {v}" for key, v in out["keys"].items()))
+    where = "" if Path(args.dir).resolve() == Path.cwd() else f" in {args.dir}"
+    print(f"next: pytest {TEST_FILE.as_posix()}{where} (add --modtest-html report.html for the report)")
+    return EXIT_OK
+
+
 def cmd_compare(args) -> int:
     """Compare two audit JSON files; exit 1 when a claim stopped holding or a rule broke."""
     from modtest.report.compare import compare_reports, parse_rules
@@ -312,6 +329,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random controls per double-lesion test (default 20)")
     p.add_argument("--no-fail", action="store_true", help="exit 0 even when a claim fails (report only)")
     p.set_defaults(func=cmd_audit)
+    p = sub.add_parser("init", help="add modularity tests to a project: tests/test_modularity.py and the "
+                                    "pytest ini keys for a model and its data",
+                       description="Check MODEL and DATA (the data must fit the model), then write "
+                                   "tests/test_modularity.py and the ini keys model, data (and modtest_k) into the "
+                                   "file pytest reads: pytest.ini, pyproject.toml [tool.pytest.ini_options], tox.ini "
+                                   "or setup.cfg; a new pytest.ini when there is none. Nothing is overwritten "
+                                   "without --force.")
+    p.add_argument("model", help="model file (.keras or .h5)")
+    p.add_argument("--data", metavar="PATH",
+                   help="evaluation data: .npz with x and y, or a folder of class subfolders of images "
+                        "(default: the shipped digits data, when it fits the model)")
+    p.add_argument("--dir", default=".", metavar="DIR", help="the project's root folder (default: .)")
+    p.add_argument("--k", dest="modtest_k", default=None, metavar="K",
+                   help="number of clusters, written as modtest_k (default: not written; the sessions use 12)")
+    p.add_argument("--trust-model", dest="modtest_trust_model", action="store_true",
+                   help=BY_DEST["modtest_trust_model"].help)
+    p.add_argument("--force", action="store_true", help="replace an existing test file and ini keys")
+    p.set_defaults(func=cmd_init)
     p = sub.add_parser("compare", help="compare two audit JSON files (baseline, current)")
     p.add_argument("baseline", help="audit JSON of the baseline (--modtest-json / modtest audit --json)")
     p.add_argument("current", help="audit JSON to check against it")

@@ -288,3 +288,11 @@ def test_renders_in_headless_chromium(html_file, tmp_path):
     keep = os.environ.get("MODTEST_KEEP_SCREENSHOT")
     if keep:
         shutil.copy(shot, keep)
+
+
+def test_failure_hints_are_listed_under_the_claims():
+    rep = synthetic_report(n_claims_failed=1)
+    rep.claims[1]["hints"] = ["the model's base accuracy is 0.113, at or near chance (0.100)"]
+    text = render_html(rep)
+    assert "Why claims could not be shown:" in text and "at or near chance (0.100)" in text
+    assert "Why claims could not be shown" not in render_html(synthetic_report())

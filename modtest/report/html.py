@@ -116,6 +116,10 @@ def render_html(report: Report, comparison=None) -> str:
         body += ('<p class="muted">Noise bounds: the range the p-value could take with other random controls '
                  'and other equally good partitions (robust protocol); a claim passes when the whole range is '
                  '&lt;= alpha, fails when it is &gt; alpha, and is inconclusive otherwise.</p>')
+        hints = [h for c in report.claims if c.get("verdict") != "pass" for h in (c.get("hints") or [])]
+        if hints:
+            body += ('<p><b>Why claims could not be shown:</b></p><ul>'
+                     + "".join(f"<li>{_e(h)}</li>" for h in dict.fromkeys(hints)) + "</ul>")
     else:
         body = '<p class="muted">no assertions in this audit</p>'
     parts.append(_section("claims", "Claims", body))

@@ -117,9 +117,10 @@ def _clusterability_arg(raw):
     return n
 
 
-def _audit_data(adapter, data, max_examples):
-    """``(x, y)`` for the audit: ``--data`` (an .npz or a folder of images), else the shipped data
-    when it fits the model (with a notice; a one-line error saying to pass --data otherwise)."""
+def _audit_data(adapter, data, max_examples, preloaded=None):
+    """``(x, y)`` for the audit: ``--data`` (an .npz, already read as ``preloaded``, or a folder of
+    images), else the shipped data when it fits the model (with a notice; a one-line error saying to
+    pass --data otherwise)."""
     from modtest._validation import check_data
     from modtest.data import read_data, shipped_data_for, stratified_subsample
 
@@ -127,7 +128,9 @@ def _audit_data(adapter, data, max_examples):
         x, y = shipped_data_for(adapter.input_shape, adapter.n_classes)
         print(f"no --data given: using the shipped digits data ({len(x)} examples), which fits the model")
     else:
-        x, y = check_data(adapter, *read_data(data, adapter.input_shape, adapter.layout, adapter.n_classes))
+        raw = preloaded if preloaded is not None else read_data(data, adapter.input_shape, adapter.layout,
+                                                                adapter.n_classes)
+        x, y = check_data(adapter, *raw)
     if max_examples is not None and max_examples < len(x):
         x, y = stratified_subsample(x, y, max_examples)
         print(f"using a stratified subsample of {len(x)} examples (--max-examples)")
@@ -143,11 +146,15 @@ def cmd_audit(args) -> int:
     clusterability = _clusterability_arg(args.clusterability)
     # the files first, before anything slow is imported: a typo is reported at once
     model_file = _model_file(args.model, s["modtest_trust_model"])
-    data = s["data"]
-    if data is not None:
-        from modtest.data import check_data_path
+    data, preloaded = s["data"], None
+    if data is not None and data.is_dir():
+        from modtest.data import image_folder_index
 
-        check_data_path(data)
+        image_folder_index(data)  # its images are read at the model's input size, once it is loaded
+    elif data is not None:
+        from modtest._validation import load_data
+
+        preloaded = load_data(data)
     elif args.model is not None:
         from modtest.data import shipped_data_for
         from modtest.frameworks import file_signature
@@ -165,7 +172,7 @@ def cmd_audit(args) -> int:
     from modtest.report.audit import run_audit
 
     model, name = adapt(model_file, trust=s["modtest_trust_model"]), str(model_file)
-    x, y = _audit_data(model, data, s["modtest_max_examples"])
+    x, y = _audit_data(model, data, s["modtest_max_examples"], preloaded)
     report, part, res = run_audit(model, x, y, k=s["modtest_k"], seed=s["modtest_seed"], n_random=n_random,
                                   alpha=s["modtest_alpha"], correction=s["modtest_correction"],
                                   clusterability=clusterability, double_lesion=args.double_lesion,

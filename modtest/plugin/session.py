@@ -276,10 +276,13 @@ class ModtestSession:
         try:
             from modtest.frameworks import check_model_file
 
-            if self.data_explicit and not self.no_data:
-                from modtest.data import check_data_path
+            if self.data_explicit and not self.no_data:  # a bad .npz or folder: found without a framework import
+                if self.data_path.is_dir():
+                    from modtest.data import image_folder_index
 
-                check_data_path(self.data_path)  # a bad .npz or folder: found without a framework import
+                    image_folder_index(self.data_path)
+                else:
+                    self.raw_data()
             check_model_file(self.model_path, trust=self.trust)
             if self.no_data:
                 return

@@ -117,6 +117,12 @@ def _clusterability_arg(raw):
     return n
 
 
+def _shipped_data_path():
+    from modtest._examples import EXAMPLE_DATA
+
+    return EXAMPLE_DATA
+
+
 def _audit_data(adapter, data, max_examples, preloaded=None):
     """``(x, y)`` for the audit: ``--data`` (an .npz, already read as ``preloaded``, or a folder of
     images), else the shipped data when it fits the model (with a notice; a one-line error saying to
@@ -176,7 +182,8 @@ def cmd_audit(args) -> int:
     report, part, res = run_audit(model, x, y, k=s["modtest_k"], seed=s["modtest_seed"], n_random=n_random,
                                   alpha=s["modtest_alpha"], correction=s["modtest_correction"],
                                   clusterability=clusterability, double_lesion=args.double_lesion,
-                                  double_n_random=args.double_n_random, model_path=name, data_path=data,
+                                  double_n_random=args.double_n_random, model_path=name,
+                                  data_path=data if data is not None else _shipped_data_path(),
                                   protocol=s["modtest_protocol"], ensemble=s["modtest_ensemble"],
                                   max_random=s["modtest_max_random"], progress=_reporter(s["modtest_progress"]))
     _print_audit(report, part, res, name)

@@ -17,7 +17,8 @@ from modtest.probes.clusterability import ClusterabilityResult, clusterability
 _EXPORTS = {
     "assert_clusterable": "modtest.assertions", "assert_importance": "modtest.assertions",
     "assert_input_coherence": "modtest.assertions", "assert_output_coherence": "modtest.assertions",
-    "DataError": "modtest.errors", "InvalidInput": "modtest.errors", "ModelLoadError": "modtest.errors",
+    "BackendMissing": "modtest.errors", "DataError": "modtest.errors", "InvalidInput": "modtest.errors",
+    "ModelLoadError": "modtest.errors",
     "ModtestError": "modtest.errors", "NoTestableSubclusters": "modtest.errors",
     "UnsafeModelError": "modtest.errors", "UnsupportedModelError": "modtest.errors",
     "WeightGraph": "modtest.graph", "build_graph": "modtest.graph",
@@ -44,7 +45,7 @@ def __dir__():
 __version__ = "0.1.0"
 
 __all__ = [
-    "Claim", "ClusterabilityResult", "DataError", "InvalidInput", "ModelLoadError", "ModtestError",
+    "BackendMissing", "Claim", "ClusterabilityResult", "DataError", "InvalidInput", "ModelLoadError", "ModtestError",
     "NoTestableSubclusters", "Partition", "ProbeResult", "SubCluster", "UnsafeModelError",
     "UnsupportedModelError", "WeightGraph", "assert_clusterable", "assert_importance",
     "assert_input_coherence", "assert_output_coherence", "build_graph", "cluster", "clusterability",

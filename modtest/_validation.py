@@ -93,11 +93,17 @@ def check_data(model, x, y) -> tuple[np.ndarray, np.ndarray]:
     from modtest.frameworks import adapt
 
     adapter = adapt(model)
+    return check_data_fits(adapter.input_shape, adapter.n_classes, x, y)
+
+
+def check_data_fits(input_shape, n_classes: int | None, x, y) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`check_data` against a model's ``input_shape`` (without the batch axis; None for a free
+    dimension) and ``n_classes`` (None: unknown, the label range is not checked)."""
     x = np.asarray(x)
     y = np.asarray(y)
     if x.dtype == object or y.dtype == object:
         raise DataError("data arrays must be numeric")
-    want = tuple(adapter.input_shape)
+    want = tuple(input_shape)
     if x.ndim == len(want) and x.ndim >= 1 and len(want) >= 1 and x.shape == want:
         raise DataError(f"x has shape {x.shape}: it needs a batch axis, {('N',) + want}")
     if tuple(x.shape[1:]) != tuple(d if d is not None else s for d, s in zip(want, x.shape[1:])) \
@@ -105,11 +111,17 @@ def check_data(model, x, y) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"x has shape {x.shape} but the model expects (N, {', '.join(str(d) for d in want)})")
     if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
         raise DataError("x contains NaN, infinite or non-numeric values")
-    n_classes = adapter.n_classes
-    if y.ndim == 2 and y.shape[1] == n_classes and len(y) == len(x):
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]  # a column of class indices
+    elif y.ndim == 2:
+        if n_classes is not None and y.shape[1] != n_classes:
+            raise DataError(f"y has shape {y.shape}: one-hot labels need one column per class, and the model "
+                            f"has {n_classes} outputs; pass ({len(y)}, {n_classes}) one-hot rows or ({len(y)},) "
+                            f"class indices")
         y = y.argmax(axis=1)
     if y.ndim != 1:
-        raise DataError(f"y has shape {y.shape}; labels must be a 1-D array of class indices")
+        raise DataError(f"y has shape {y.shape}; labels must be class indices (N,) or one-hot rows "
+                        f"(N, {n_classes if n_classes is not None else 'classes'})")
     if len(y) != len(x):
         raise DataError(f"x has {len(x)} examples but y has {len(y)} labels")
     if not np.issubdtype(y.dtype, np.integer):
@@ -117,9 +129,9 @@ def check_data(model, x, y) -> tuple[np.ndarray, np.ndarray]:
             y = y.astype(np.int64)
         else:
             raise DataError("y must hold integer class labels")
-    if len(y) and (y.min() < 0 or y.max() >= n_classes):
+    if n_classes is not None and len(y) and (y.min() < 0 or y.max() >= n_classes):
         raise DataError(f"labels must lie in [0, {n_classes - 1}] for a model with {n_classes} outputs; "
                         f"found {int(y.min())}..{int(y.max())}")
-    if len(x) < n_classes:
+    if n_classes is not None and len(x) < n_classes:
         raise DataError(f"{len(x)} examples are fewer than the model's {n_classes} classes")
     return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)

@@ -89,6 +89,22 @@ def _top_rows(rows, measure: probes.Measure, n: int = 3) -> str:
 
 
 
+def _hints(context, measure, model, k, seed, y, result) -> list[str]:
+    """What :mod:`modtest.diagnose` finds for a lesion claim (empty for other probes)."""
+    if measure.probe != "lesion":
+        return []
+    from modtest.diagnose import lesion_hints, partition_hints
+
+    try:
+        part = context.partition(model, k, seed)
+        layers = model.unit_layers()
+        if result is None:
+            return partition_hints(part, layers)
+        return lesion_hints(result, y, model.n_classes, part, layers)
+    except Exception:  # noqa: BLE001 - hints are informative: never turn a verdict into a crash
+        return []
+
+
 class Inconclusive(AssertionError):
     """A claim whose evidence stays within seed noise of alpha (outside pytest, where no session
     decides what an inconclusive claim does)."""
@@ -149,10 +165,12 @@ def _assert_measure(measure_name: str, model, k, alpha, data, seed, method: str,
         if why.startswith("no testable sub-clusters: "):
             why = why[len("no testable sub-clusters: "):]
     if why is not None:  # outside the except block: no chained traceback in the test report
+        hints = _hints(context, measure, model, k, seed, y, None)
         claim = Claim(name=name, measure=measure_name, method=method, statistic=float("nan"),
                       p_raw=float("nan"), alpha=alpha, n_subclusters=0,
-                      detail=f"no testable sub-clusters: {why}", **ident)
-        msg = f"no testable sub-clusters: {why} ({measure_name} at k={k}, seed={seed}; try another k)"
+                      detail=f"no testable sub-clusters: {why}", hints=hints, **ident)
+        msg = (f"no testable sub-clusters: {why} ({measure_name} at k={k}, seed={seed}"
+               + ("".join(f"; {h}" for h in hints) if hints else "; try another k") + ")")
         return _judge(claim, collector, msg, msg)
     net = run.result.network.get(measure.network_key)
     if net is None:
@@ -187,14 +205,16 @@ def _assert_measure(measure_name: str, model, k, alpha, data, seed, method: str,
         where = (f"over {n_sub} sub-clusters" + (f" ({excl} excluded)" if excl else "")
                  + (f" ({detail})" if detail else "") + f"; statistic {_fmt(stat)}, k={k}, seed={seed}"
                  + (f"; claim: {measure.side_note}" if measure.side_note else ""))
+    hints = _hints(context, measure, model, k, seed, y, run.result)
     claim = Claim(name=name, measure=measure_name, method=method, statistic=stat, p_raw=p,
                   alpha=alpha, n_subclusters=n_sub, detail=detail, probe_seconds=float(run.seconds),
-                  **bounds, **ident)
+                  hints=hints, **bounds, **ident)
     low, high = claim.bounds
     span = f" (noise bounds [{_fmt(low)}, {_fmt(high)}])" if bounds else ""
     message = f"{measure_name} not shown: {label}={_fmt(p)}{span} > alpha={alpha:g} {where}"
     if math.isnan(p):
         message = f"{measure_name} not shown: p is undefined; {label}={_fmt(p)} > alpha={alpha:g} {where}"
+    message += "".join(f"; {h}" for h in hints)
     undecided = (f"{measure_name} inconclusive: {label}={_fmt(p)} with noise bounds [{_fmt(low)}, "
                  f"{_fmt(high)}] straddling alpha={alpha:g} {where}; raise max_random or the ensemble, "
                  f"or accept it as not shown")

@@ -126,8 +126,10 @@ class ClaimCollector:
 
 
 def failure_message(c: Claim) -> str:
-    """One paragraph for a claim that failed, or stayed inconclusive, after correction."""
+    """One paragraph for a claim that failed, or stayed inconclusive, after correction (with its
+    hints: why nothing could be shown and what to try)."""
     detail = f"; {c.detail}" if c.detail else ""
+    detail += "".join(f"; {h}" for h in (c.hints or ()))
     if c.outcome == "inconclusive":
         return (f"{c.measure} inconclusive after {c.correction} correction: corrected p in "
                 f"[{c.p_low_corrected:.3g}, {c.p_high_corrected:.3g}] straddles alpha={c.alpha:g} "

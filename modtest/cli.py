@@ -1,4 +1,5 @@
-"""Command line: ``modtest cluster``, ``modtest audit``, ``modtest compare``, ``modtest report``.
+"""Command line: ``modtest cluster``, ``modtest audit``, ``modtest init``, ``modtest compare``,
+``modtest report``.
 
 The settings shared with the pytest plugin come from one table (:mod:`modtest.options`), so a value
 gets the same check and the same message in both. Exit status of ``modtest audit``: 0 when every
@@ -38,17 +39,33 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         _add(p, dest)
 
 
-def _resolve_model(model, trust: bool):
-    """The model adapter and the name to print (the shipped example without a MODEL)."""
+def _model_file(model, trust: bool):
+    """The model file to audit (the shipped example without a MODEL), checked without importing a
+    framework: a missing or unsafe file is reported at once."""
     from modtest._examples import EXAMPLE_MODEL, example_path
-    from modtest.frameworks import adapt, check_model_file
+    from modtest.frameworks import check_model_file
 
     if model is None:
         path = example_path(EXAMPLE_MODEL)
         print(f"no MODEL given: using the shipped example {path.name}")
-        return adapt(path), str(path)
-    check_model_file(model, trust=trust)  # a missing file is reported before any framework import
-    return adapt(model, trust=trust), model
+        return path
+    check_model_file(model, trust=trust)
+    return model
+
+
+def _resolve_model(model, trust: bool):
+    """The model adapter and the name to print (the shipped example without a MODEL)."""
+    from modtest.frameworks import adapt
+
+    path = _model_file(model, trust)
+    return adapt(path, trust=trust), str(path)
+
+
+def _reporter(mode: str):
+    """Progress on stderr: live lines on a terminal, heartbeat lines otherwise (or as asked)."""
+    from modtest.progress import ConsoleReporter, NullReporter
+
+    return NullReporter() if mode == "off" else ConsoleReporter(mode, file=sys.stderr)
 
 
 def cmd_cluster(args) -> int:
@@ -78,41 +95,98 @@ def cmd_cluster(args) -> int:
     return EXIT_OK
 
 
-_AUDIT = ("modtest_k", "modtest_seed", "modtest_json", "modtest_trust_model", "data", "modtest_alpha",
-          "modtest_correction", "modtest_protocol", "modtest_ensemble", "modtest_max_random",
-          "modtest_inconclusive", "modtest_html")
+_AUDIT = ("modtest_k", "modtest_seed", "modtest_json", "modtest_trust_model", "data", "modtest_max_examples",
+          "modtest_alpha", "modtest_correction", "modtest_protocol", "modtest_ensemble", "modtest_max_random",
+          "modtest_inconclusive", "modtest_progress", "modtest_html")
+
+
+def _clusterability_arg(raw):
+    """``--clusterability``: "auto" or a number of shuffles >= 0."""
+    from modtest.errors import InvalidInput
+
+    text = str(raw).strip().lower()
+    if text == "auto":
+        return "auto"
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise InvalidInput(f"--clusterability must be auto or an integer >= 0, got {raw!r}")
+    return n
+
+
+def _shipped_data_path():
+    from modtest._examples import EXAMPLE_DATA
+
+    return EXAMPLE_DATA
+
+
+def _audit_data(adapter, data, max_examples, preloaded=None):
+    """``(x, y)`` for the audit: ``--data`` (an .npz, already read as ``preloaded``, or a folder of
+    images), else the shipped data when it fits the model (with a notice; a one-line error saying to
+    pass --data otherwise)."""
+    from modtest._validation import check_data
+    from modtest.data import read_data, shipped_data_for, stratified_subsample
+
+    if data is None:
+        x, y = shipped_data_for(adapter.input_shape, adapter.n_classes)
+        print(f"no --data given: using the shipped digits data ({len(x)} examples), which fits the model")
+    else:
+        raw = preloaded if preloaded is not None else read_data(data, adapter.input_shape, adapter.layout,
+                                                                adapter.n_classes)
+        x, y = check_data(adapter, *raw)
+    if max_examples is not None and max_examples < len(x):
+        x, y = stratified_subsample(x, y, max_examples)
+        print(f"using a stratified subsample of {len(x)} examples (--max-examples)")
+    return x, y
 
 
 def cmd_audit(args) -> int:
     """Cluster the model, run the lesion study and print one line per tested sub-cluster."""
-    from modtest._examples import EXAMPLE_DATA, example_path
-    from modtest._validation import check_int, load_data
-    from modtest.report.audit import run_audit
-
-    from modtest._validation import check_choice
+    from modtest._validation import check_choice, check_int
     from modtest.report.audit import MEASURES
 
     s = _settings(args, _AUDIT)
     n_random = check_int("--n-random", args.n_random, minimum=1)
     claims = [check_choice("--claims entry", c.strip(), MEASURES) for c in args.claims.split(",") if c.strip()]
+    clusterability = _clusterability_arg(args.clusterability)
+    # the files first, before anything slow is imported: a typo is reported at once
+    model_file = _model_file(args.model, s["modtest_trust_model"])
+    data, preloaded = s["data"], None
+    if data is not None and data.is_dir():
+        from modtest.data import image_folder_index
+
+        image_folder_index(data)  # its images are read at the model's input size, once it is loaded
+    elif data is not None:
+        from modtest._validation import load_data
+
+        preloaded = load_data(data)
+    elif args.model is not None:
+        from modtest.data import shipped_data_for
+        from modtest.frameworks import file_signature
+
+        sig = file_signature(model_file)  # the model's input and output from its config: no import
+        if sig is not None:
+            shipped_data_for(*sig)
+    if s["modtest_html"] or s["modtest_json"]:
+        _check_writable(s["modtest_json"], s["modtest_html"])
     if s["modtest_protocol"] == "robust":
         from modtest.robust import ensemble_quorum
 
         ensemble_quorum(s["modtest_ensemble"])
-    if s["modtest_html"] or s["modtest_json"]:
-        _check_writable(s["modtest_json"], s["modtest_html"])
-    data = s["data"]
-    if data is None:
-        data = example_path(EXAMPLE_DATA)
-        print(f"no --data given: using the shipped example {data.name}")
-    x, y = load_data(data)  # before the model: a bad data file is reported before any framework import
-    model, name = _resolve_model(args.model, s["modtest_trust_model"])
+    from modtest.frameworks import adapt
+    from modtest.report.audit import run_audit
+
+    model, name = adapt(model_file, trust=s["modtest_trust_model"]), str(model_file)
+    x, y = _audit_data(model, data, s["modtest_max_examples"], preloaded)
     report, part, res = run_audit(model, x, y, k=s["modtest_k"], seed=s["modtest_seed"], n_random=n_random,
                                   alpha=s["modtest_alpha"], correction=s["modtest_correction"],
-                                  clusterability=args.clusterability, double_lesion=args.double_lesion,
-                                  double_n_random=args.double_n_random, model_path=name, data_path=data,
+                                  clusterability=clusterability, double_lesion=args.double_lesion,
+                                  double_n_random=args.double_n_random, model_path=name,
+                                  data_path=data if data is not None else _shipped_data_path(),
                                   protocol=s["modtest_protocol"], ensemble=s["modtest_ensemble"],
-                                  max_random=s["modtest_max_random"],
+                                  max_random=s["modtest_max_random"], progress=_reporter(s["modtest_progress"]),
                                   claims=claims)
     _print_audit(report, part, res, name)
     if s["modtest_json"]:
@@ -170,12 +244,19 @@ def _print_audit(report, part, res, name) -> None:
     cl = report.probe("clusterability")
     if cl is not None:
         net = cl["network"]["clusterability"]
-        print(f"clusterability:   n-cut={net['ncut']:.4f}  shuffle p={net['p']:.3g}  (n={net['n']})")
+        claimed = any(c["measure"] == "clusterability" for c in report.claims)
+        print(f"clusterability:   n-cut={net['ncut']:.4f}  shuffle p={net['p']:.3g}  (n={net['n']}"
+              + ("" if claimed else "; for the report, not a claim: --clusterability N makes it one") + ")")
+    for note in (report.extra or {}).get("notes", []):
+        print(f"note: {note}")
     if report.double_lesion is not None:
         pairs = report.double_lesion["pairs"]
         print(f"double lesions:   {len(pairs)} pair(s) of important sub-clusters in different layers")
     print(f"claims ({report.correction} correction, alpha={report.alpha:g}): " + ", ".join(
         f"{c['measure']} {c['verdict']} (p={c['p_corrected']:.3g})" for c in report.claims))
+    hints = [h for c in report.claims if c.get("verdict") != "pass" for h in (c.get("hints") or [])]
+    for h in dict.fromkeys(hints):  # each once, in order
+        print(f"why: {h}")
 
 
 def _check_writable(*paths) -> None:
@@ -188,6 +269,22 @@ def _check_writable(*paths) -> None:
         parent = Path(p).expanduser().resolve().parent
         if parent.exists() and not parent.is_dir():
             raise ModtestError(f"cannot write {p}: {parent} is not a folder")
+
+
+def cmd_init(args) -> int:
+    """Write tests/test_modularity.py and the pytest ini keys for MODEL and --data."""
+    from pathlib import Path
+
+    from modtest.scaffold import TEST_FILE, init_project
+
+    s = _settings(args, ("modtest_trust_model",))
+    k = None if args.modtest_k is None else _settings(args, ("modtest_k",))["modtest_k"]
+    out = init_project(args.model, args.data, folder=args.dir, k=k, force=args.force, trust=s["modtest_trust_model"])
+    print(f"wrote {out['test_file']}")
+    print(f"wrote {out['ini']}: " + ", ".join(f"{key} = {v}" for key, v in out["keys"].items()))
+    where = "" if Path(args.dir).resolve() == Path.cwd() else f" in {args.dir}"
+    print(f"next: pytest {TEST_FILE.as_posix()}{where} (add --modtest-html report.html for the report)")
+    return EXIT_OK
 
 
 def cmd_compare(args) -> int:
@@ -238,8 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
         _add(p, dest)
     p.add_argument("--n-random", type=int, default=20,
                    help="random controls per sub-cluster (the robust protocol's first round; default 20)")
-    p.add_argument("--clusterability", type=int, default=0, metavar="N",
-                   help="also compare the n-cut with N within-layer weight shuffles (default 0: skip)")
+    p.add_argument("--clusterability", default="auto", metavar="N",
+                   help="also claim that the n-cut is lower than that of N within-layer weight shuffles; "
+                        "default auto: 20 shuffles for the report only (not a claim) when the graph has at most "
+                        "250,000 edges; 0: skip")
     p.add_argument("--double-lesion", action="store_true",
                    help="also lesion pairs of important sub-clusters (paper A.10, Figure 9)")
     p.add_argument("--double-n-random", type=int, default=20, metavar="N",
@@ -249,6 +348,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "and printed either way)")
     p.add_argument("--no-fail", action="store_true", help="exit 0 even when a claim fails (report only)")
     p.set_defaults(func=cmd_audit)
+    p = sub.add_parser("init", help="add modularity tests to a project: tests/test_modularity.py and the "
+                                    "pytest ini keys for a model and its data",
+                       description="Check MODEL and DATA (the data must fit the model), then write "
+                                   "tests/test_modularity.py and the ini keys model, data (and modtest_k) into the "
+                                   "file pytest reads: pytest.ini, pyproject.toml [tool.pytest.ini_options], tox.ini "
+                                   "or setup.cfg; a new pytest.ini when there is none. Nothing is overwritten "
+                                   "without --force.")
+    p.add_argument("model", help="model file (.keras or .h5)")
+    p.add_argument("--data", metavar="PATH",
+                   help="evaluation data: .npz with x and y, or a folder of class subfolders of images "
+                        "(default: the shipped digits data, when it fits the model)")
+    p.add_argument("--dir", default=".", metavar="DIR", help="the project's root folder (default: .)")
+    p.add_argument("--k", dest="modtest_k", default=None, metavar="K",
+                   help="number of clusters, written as modtest_k (default: not written; the sessions use 12)")
+    p.add_argument("--trust-model", dest="modtest_trust_model", action="store_true",
+                   help=BY_DEST["modtest_trust_model"].help)
+    p.add_argument("--force", action="store_true", help="replace an existing test file and ini keys")
+    p.set_defaults(func=cmd_init)
     p = sub.add_parser("compare", help="compare two audit JSON files (baseline, current)")
     p.add_argument("baseline", help="audit JSON of the baseline (--modtest-json / modtest audit --json)")
     p.add_argument("current", help="audit JSON to check against it")
@@ -266,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     import logging
 
+    from modtest.frameworks.keras.runtime import quiet_startup
+
+    quiet_startup()  # no TensorFlow start-up lines on stderr
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices are not for users
     parser = build_parser()
     args = parser.parse_args(argv)

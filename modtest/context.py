@@ -45,12 +45,16 @@ class Defaults:
 
 
 class AuditContext:
-    """Defaults, claim collector (None: claims are judged alone), probe store and partitions."""
+    """Defaults, claim collector (None: claims are judged alone), probe store, partitions, and the
+    progress reporter long probes report to (:mod:`modtest.progress`; default: live lines on a
+    terminal, nothing otherwise)."""
 
-    def __init__(self, defaults: Defaults | None = None, collector=None, store=None):
+    def __init__(self, defaults: Defaults | None = None, collector=None, store=None, progress=None):
         from modtest.probes.store import ProbeStore
+        from modtest.progress import default_reporter
 
         self.defaults = defaults or Defaults()
+        self.progress = progress if progress is not None else default_reporter()
         self.collector = collector
         self.partitions: dict[tuple, Any] = {}
         self._adapters: dict[int, tuple] = {}

@@ -21,6 +21,10 @@ class UnsafeModelError(ModelLoadError):
     """A model that would run code from the file (Lambda layer, custom objects) without trust=True."""
 
 
+class BackendMissing(ModtestError):
+    """No usable framework: Keras, or the Keras backend it is set to use, is not installed."""
+
+
 class UnsupportedModelError(ModtestError):
     """A model with a layer type or topology that modtest cannot turn into a graph or lesion."""
 

@@ -22,6 +22,8 @@ PROTOCOLS = ("robust", "paper")
 #: what an inconclusive claim does to the test and the exit status: "report" (shown, exit status
 #: unchanged) or "fail" (the test fails)
 INCONCLUSIVE_MODES = ("report", "fail")
+#: how probe progress is shown (see modtest.progress)
+PROGRESS_MODES = ("auto", "live", "heartbeat", "off")
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,13 @@ def _choice(choices):
 
 OPTIONS = (
     Option("model", "--model", "path", None, "model under test (.keras/.h5); default: the shipped example MLP"),
-    Option("data", "--data", "path", None, "evaluation data: .npz with arrays x and y; default: shipped digits",
-           cli="--data"),
+    Option("data", "--data", "path", None,
+           "evaluation data: an .npz with arrays x and y, or a folder of class subfolders of images (resized "
+           "to the model's input; labels: the subfolders in sorted order); default: the shipped digits data, "
+           "when it fits the model; none: no data (a session that checks weights only)", cli="--data"),
+    Option("modtest_max_examples", "--modtest-max-examples", "int", None,
+           "use a stratified subsample of N examples of the data (same N examples on every run)",
+           cli="--max-examples", check=_int_at_least(1)),
     Option("modtest_k", "--modtest-k", "int", DEFAULTS["k"], "number of clusters k (default 12)", cli="--k",
            check=_int_at_least(2)),
     Option("modtest_alpha", "--modtest-alpha", "float", DEFAULTS["alpha"], "significance level (default 0.05)",
@@ -99,6 +106,10 @@ OPTIONS = (
     Option("modtest_storage", "--modtest-storage", "path", None, "baseline folder (default .modtest/baselines)"),
     Option("modtest_compare_fail", "--modtest-compare-fail", "str", None,
            "comma-separated regression rules for --modtest-compare, e.g. p:10x,important:-2"),
+    Option("modtest_progress", "--modtest-progress", "str", "auto",
+           "progress of probes running longer than 2 s: auto (default: a live line on a terminal, a "
+           "heartbeat line every 30 s otherwise or with -q), live, heartbeat or off", cli="--progress",
+           check=_choice(PROGRESS_MODES)),
     Option("modtest_prefetch", "--modtest-prefetch", "list", None,
            "comma-separated measures (e.g. importance,output_coherence) whose probe every process (each "
            "xdist worker) joins at session start, sharing its work units through <cache>/workshare"),

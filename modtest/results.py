@@ -148,6 +148,8 @@ class Claim:
     k: int | None = None
     seed: int | None = None
     protocol: str = "paper"
+    #: why the claim could not show anything, with what to try (:mod:`modtest.diagnose`)
+    hints: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return _jsonable(asdict(self))

@@ -150,13 +150,19 @@ def to_extend(b, n, cap: int, share: float = 0.8) -> np.ndarray:
 
 def ensemble_quorum(r: int, risk: float = ENSEMBLE_RISK) -> int:
     """The smallest ``c > r / 2`` with ``P(Binomial(r, 1/2) >= c) <= risk``: how many of ``r``
-    partitions must agree for a verdict (1 for a single partition)."""
-    from scipy.stats import binom
+    partitions must agree for a verdict (1 for a single partition). The binomial tail is summed
+    exactly (integers), so checking an option needs no scipy import."""
+    from fractions import Fraction
 
     if r == 1:
         return 1
+    tail = 0  # sum of comb(r, i) for i >= c, built from the top
+    tails = {}
+    for c in range(r, r // 2, -1):
+        tail += math.comb(r, c)
+        tails[c] = tail
     for c in range(r // 2 + 1, r + 1):
-        if binom.sf(c - 1, r, 0.5) <= risk:
+        if Fraction(tails[c], 2 ** r) <= Fraction(risk):
             return c
     raise InvalidInput(f"an ensemble of {r} partitions cannot give a verdict at ensemble risk {risk:g}: "
                        f"use at least {_min_ensemble(risk)} partitions")

@@ -3,6 +3,7 @@
 Uses a synthetic report (no keras): every section, including Figure 9 and visualization grids.
 """
 import base64
+import html
 import io
 import os
 import shutil
@@ -168,14 +169,120 @@ def test_no_pyplot_state():
     assert res.returncode == 0, res.stderr[-2000:]
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (headless render check)")
+def test_scatter_labels_top_subclusters_without_overlap_inside_the_axes():
+    from modtest.report.figures import scatter_fig
+
+    rng = np.random.default_rng(3)
+    # 30 important sub-clusters crowded together and against the edges (fraction 1, largest drop)
+    rows = [{"name": f"conv2d_{i % 3}-{i}", "category": "important", "fraction": float(f), "drop": float(d)}
+            for i, (f, d) in enumerate(zip(np.r_[rng.uniform(0.05, 0.15, 25), [1.0] * 5],
+                                           np.r_[rng.uniform(0.10, 0.14, 25), np.linspace(0.2, 0.3, 5)]))]
+    rows += [{"name": f"dense-{i}", "category": "other", "fraction": 0.5, "drop": 0.0} for i in range(5)]
+    fig, labels = scatter_fig(rows, max_labels=8)
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    ax_box = fig.axes[0].get_window_extent(renderer)
+    assert 3 <= len(labels) <= 8
+    top8 = {r["name"] for r in sorted(rows, key=lambda r: -r["drop"])[:8]}
+    assert {t.get_text() for t in labels} <= top8
+    for i, a in enumerate(boxes):
+        assert ax_box.x0 <= a.x0 and a.x1 <= ax_box.x1 and ax_box.y0 <= a.y0 and a.y1 <= ax_box.y1
+        assert not any(a.overlaps(b) for b in boxes[i + 1:])
+    legend = fig.axes[0].get_legend().get_window_extent(renderer)
+    assert not any(a.overlaps(legend) for a in boxes)
+
+
+@pytest.mark.parametrize("k", [4, 12, 30])
+def test_partition_legend_is_readable_and_inside_the_figure(k):
+    from modtest.report.figures import partition_fig
+
+    layers = [{"name": f"dense_{i}", "cluster_sizes": {str(c): 3 for c in range(-1, k)}} for i in range(4)]
+    fig = partition_fig({"k": k, "ncut": 1.0, "layers": layers})
+    renderer = fig.canvas.get_renderer()
+    legend = fig.axes[0].get_legend()
+    assert min(t.get_fontsize() for t in legend.get_texts()) >= 9
+    box = legend.get_window_extent(renderer)
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width and box.y0 >= 0 and box.y1 <= fig.bbox.height
+
+
+def test_no_empty_figures():
+    rep = synthetic_report()
+    rep.double_lesion = {"pairs": [], "matrix": {"names": ["dense_1-0"], "values": [[0.1]],
+                                                  "significant": [[None]]}}
+    for p in rep.probes:
+        for r in p.get("rows", []):
+            r.pop("class_drops", None)
+    text = render_html(rep)
+    p = parse(text)
+    seen = check_images(p)
+    assert "dependencies" in p.sections and "dependencies" not in seen and "profiles" not in seen
+    assert "no pairs: double lesions need two important sub-clusters in different layers" in text
+    assert "no class-wise drops in this report" in text
+
+
+def test_clusterability_shown_for_reference_is_marked_as_not_a_claim():
+    rep = synthetic_report()
+    rep.claims = [c for c in rep.claims if c["measure"] != "clusterability"]
+    rep.refresh_counts()
+    assert "Shown for reference, not a claim" in render_html(rep)
+    assert "Shown for reference, not a claim" not in render_html(synthetic_report())
+
+
+def _chromium():
+    """The browser, or a skip; with MODTEST_REQUIRE_BROWSER=1 (set by .ci/run) a missing one fails."""
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        if os.environ.get("MODTEST_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium is not installed (MODTEST_REQUIRE_BROWSER=1): apt-get install chromium")
+        pytest.skip("chromium is not installed (headless render check; .ci/run installs it)")
+    return exe
+
+
+def _browser(tmp_path, *args, timeout=180):
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+CHECK_SCRIPT = """<script>
+window.addEventListener('load', () => {
+  const html = document.documentElement;
+  const imgs = [...document.images].map(i => {
+    const r = i.getBoundingClientRect();
+    return {id: i.id, decoded: i.complete && i.naturalWidth > 0, left: r.left, right: r.right, width: r.width};
+  });
+  const out = document.createElement('pre');
+  out.id = 'modtest-check';
+  out.textContent = JSON.stringify({imgs, scrollWidth: html.scrollWidth, clientWidth: html.clientWidth});
+  document.body.appendChild(out);
+});
+</script></body>"""
+
+
+@pytest.mark.parametrize("width", [1280, 800])
+def test_page_layout_in_headless_chromium(html_file, tmp_path, width):
+    """In a real browser: every figure decodes and fits the window, and the page does not scroll
+    sideways (the check runs in a copy of the page with a script added; the report has none)."""
+    import json
+    import re
+
+    probe = tmp_path / "probe.html"
+    probe.write_text(html_file.read_text().replace("</body>", CHECK_SCRIPT))
+    out = _browser(tmp_path, f"--window-size={width},900", "--virtual-time-budget=10000", "--dump-dom",
+                   probe.as_uri())
+    found = re.search(r'<pre id="modtest-check">(.*?)</pre>', out.stdout, re.S)
+    assert found, out.stderr[-2000:]
+    got = json.loads(html.unescape(found.group(1)))
+    want = [a.get("id") for _section, a in parse(html_file.read_text()).imgs]
+    assert [i["id"] for i in got["imgs"]] == want and all(i["decoded"] for i in got["imgs"]), got["imgs"]
+    assert got["scrollWidth"] <= got["clientWidth"], got
+    assert all(0 <= i["left"] and i["right"] <= got["clientWidth"] for i in got["imgs"]), got["imgs"]
+
+
 def test_renders_in_headless_chromium(html_file, tmp_path):
     shot = tmp_path / "shot.png"
-    cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,2400",
-           html_file.as_uri()]
-    subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+    _browser(tmp_path, f"--screenshot={shot}", "--window-size=1200,2400", html_file.as_uri())
     assert shot.exists() and shot.read_bytes()[:8] == PNG_MAGIC
     from matplotlib.image import imread
 
@@ -186,3 +293,11 @@ def test_renders_in_headless_chromium(html_file, tmp_path):
     keep = os.environ.get("MODTEST_KEEP_SCREENSHOT")
     if keep:
         shutil.copy(shot, keep)
+
+
+def test_failure_hints_are_listed_under_the_claims():
+    rep = synthetic_report(n_claims_failed=1)
+    rep.claims[1]["hints"] = ["the model's base accuracy is 0.113, at or near chance (0.100)"]
+    text = render_html(rep)
+    assert "Why claims could not be shown:" in text and "at or near chance (0.100)" in text
+    assert "Why claims could not be shown" not in render_html(synthetic_report())

@@ -206,8 +206,13 @@ def test_cli_audit(tmp_path, capsys):
     out = tmp_path / "audit.json"
     # output coherence does not hold on the shipped MLP: exit status 1, and 0 with --no-fail
     assert main(["audit", "--n-random", "5", "--protocol", "paper", "--json", str(out)]) == 1
-    assert "1 claim(s) not shown" in capsys.readouterr().err
-    assert main(["audit", "--n-random", "5", "--protocol", "paper", "--no-fail", "--json", str(out)]) == 0
+    first = capsys.readouterr()
+    assert "1 claim(s) not shown" in first.err
+    # a small graph: the n-cut is compared with 20 shuffles for the report, not as a claim
+    assert "shuffle p=" in first.out and "(n=20; for the report, not a claim" in first.out
+    assert [c["measure"] for c in json.loads(out.read_text())["claims"]] == ["importance", "output_coherence"]
+    assert main(["audit", "--n-random", "5", "--protocol", "paper", "--no-fail", "--clusterability", "0",
+                 "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "using the shipped example" in text and "Fisher p=" in text and "important" in text
     d = json.loads(out.read_text())

@@ -199,7 +199,9 @@ def test_clusterable_on_planted_modules(pytester, tmp_path):
                 assert claim.p_raw < 0.05 and claim.p_high <= 0.05
     """)
     for protocol in ("paper", "robust"):
-        res = run(pytester, "--model", str(path), "--modtest-json", "r.json", "--modtest-protocol", protocol)
+        # the shipped data does not fit this model (8 inputs): a weights-only session says --data none
+        res = run(pytester, "--model", str(path), "--data", "none", "--modtest-json", "r.json",
+                  "--modtest-protocol", protocol)
         res.assert_outcomes(passed=1)
         rep = json.loads((pytester.path / "r.json").read_text())
         assert rep["claims"][0]["measure"] == "clusterability" and rep["claims"][0]["verdict"] == "pass"
@@ -509,11 +511,16 @@ def test_xdist_controller_checks_the_model_file_without_keras(pytester, saved_mo
                     f.write(str("keras" in sys.modules))
     """)
     pytester.makepyfile("def test_model(model):\n    assert model.name\n")
-    run(pytester, "-n", "1", "--model", str(saved_model)).assert_outcomes(passed=1)
+    # the controller also checks the data against the input shape and width read from the model's config
+    run(pytester, "-n", "1", "--model", str(saved_model), "--data", str(saved_model.parent / "good.npz")
+        ).assert_outcomes(passed=1)
     assert (pytester.path / "controller-keras.txt").read_text() == "False"
     corrupt = pytester.path / "corrupt.keras"
     corrupt.write_bytes(b"not a zip file at all")
     one_line_usage_error(run(pytester, "-n", "1", "--model", str(corrupt)), "corrupt .keras file")
+    for name, match in (("shape", "model expects (N, 8)"), ("labels", "labels must lie in [0, 2]")):
+        one_line_usage_error(run(pytester, "-n", "1", "--model", str(saved_model), "--data",
+                                 str(saved_model.parent / f"{name}.npz")), match)
 
 
 def test_idle_xdist_worker_joins_a_running_probe(pytester, saved_model):
@@ -557,7 +564,7 @@ def test_idle_xdist_worker_joins_a_running_probe(pytester, saved_model):
             while not list(jobs.glob("*/*.job.json")):
                 time.sleep(0.005)
     """)
-    args = ("--model", str(saved_model), "--modtest-json", "r.json")
+    args = ("--model", str(saved_model), "--data", "none", "--modtest-json", "r.json")  # weights only
     res = run(pytester, "-n", "2", "--modtest-cache", "cache", *args)
     res.assert_outcomes(passed=2)
     helped = [ln for ln in res.stdout.lines if "idle xdist workers" in ln]

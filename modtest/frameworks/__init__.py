@@ -16,7 +16,7 @@ from modtest.errors import ModelLoadError
 from modtest.frameworks.base import LesionEngine, ModelAdapter
 
 __all__ = ["ModelAdapter", "LesionEngine", "adapt", "load_model", "register_adapter", "check_model_file",
-           "supported_suffixes"]
+           "file_signature", "supported_suffixes"]
 
 
 @dataclass(frozen=True)
@@ -28,15 +28,20 @@ class _Entry:
     load: Callable[..., Any] | None = None  # (path, trust=...) -> native model
     check: Callable[..., Any] | None = None  # (path, trust=...) -> None: cheap file checks, no import
     hint: str = ""  # how to save a model of this framework as a file modtest reads
+    signature: Callable[..., Any] | None = None  # path -> (input_shape, n_classes) or None, no import
 
 
 _REGISTRY: list[_Entry] = []
 
 
-def register_adapter(framework: str, *, accepts, wrap, suffixes=(), load=None, check=None, hint="") -> None:
-    """Register (or replace) the adapter of ``framework``; the newest registration is tried first."""
+def register_adapter(framework: str, *, accepts, wrap, suffixes=(), load=None, check=None, hint="",
+                     signature=None) -> None:
+    """Register (or replace) the adapter of ``framework``; the newest registration is tried first.
+    ``signature(path)``, optional, reads a model file's input shape and output width without
+    importing the framework (``(input_shape, n_classes)``, or None when the file does not say)."""
     _REGISTRY[:] = [e for e in _REGISTRY if e.framework != framework]
-    _REGISTRY.insert(0, _Entry(framework, accepts, wrap, tuple(s.lower() for s in suffixes), load, check, hint))
+    _REGISTRY.insert(0, _Entry(framework, accepts, wrap, tuple(s.lower() for s in suffixes), load, check, hint,
+                               signature))
 
 
 def _module_of(obj) -> str:
@@ -60,9 +65,15 @@ def _builtin() -> None:
 
         check(path, trust=trust, legacy=False)
 
+    def keras_signature(path):
+        from modtest.frameworks.keras.model import file_signature
+
+        return file_signature(path)
+
     register_adapter("keras", accepts=lambda m: _module_of(m).startswith("keras") or " keras." in _module_of(m),
                      wrap=keras_wrap, suffixes=(".keras", ".h5", ".hdf5"), load=keras_load, check=keras_check,
-                     hint="load it with Keras and save it with model.save('model.keras')")
+                     hint="load it with Keras and save it with model.save('model.keras')",
+                     signature=keras_signature)
 
 
 _builtin()
@@ -100,6 +111,16 @@ def check_model_file(path, *, trust: bool = False) -> None:
     entry = _entry_for_path(path)
     if entry.check is not None:
         entry.check(path, trust=trust)
+
+
+def file_signature(path) -> tuple[tuple, int | None] | None:
+    """A model file's ``(input_shape, n_classes)`` read without importing its framework, or None
+    when its framework cannot tell (then the data is checked once the model is loaded)."""
+    try:
+        entry = _entry_for_path(Path(path))
+    except ModelLoadError:
+        return None
+    return entry.signature(Path(path)) if entry.signature is not None else None
 
 
 def adapt(model, *, trust: bool = False) -> ModelAdapter:

@@ -67,7 +67,11 @@ class ModtestSession:
         self.worker_audits: list[dict] = []
         self._model = None
         self._raw = None
+        self._data: dict[int, tuple] = {}  # id(adapter) -> (adapter, x, y): checked, subsampled
+        self.data_notice: str | None = None
         self._previous_context = None
+        self.progress_dir: Path | None = None  # xdist: the workers' progress boards
+        self._watcher = None
 
     # ------------------------------------------------------------------ settings
     def _parse(self, config) -> None:
@@ -87,6 +91,12 @@ class ModtestSession:
         self.model_explicit = vals["model"][1]
         self.data_path = vals["data"][0] or EXAMPLE_DATA
         self.data_explicit = vals["data"][1]
+        raw_data = raw_option(config, "data", "path")[0]
+        #: ``--data none``: a session that checks weights only (clusterability) on a model the shipped
+        #: data does not fit; a test that needs data fails with one line
+        self.no_data = raw_data is not None and str(raw_data).strip().lower() == "none"
+        self.max_examples = vals["modtest_max_examples"][0]
+        self.progress_mode = vals["modtest_progress"][0]
         self.k = vals["modtest_k"][0]
         self.alpha = vals["modtest_alpha"][0]
         self.seed = vals["modtest_seed"][0]
@@ -164,6 +174,7 @@ class ModtestSession:
         return self._model
 
     def raw_data(self):
+        """``(x, y)`` of an ``--data`` .npz file, read once (a folder is read per model input size)."""
         if self._raw is None:
             from modtest._validation import load_data
 
@@ -171,9 +182,32 @@ class ModtestSession:
         return self._raw
 
     def data_for(self, model):
+        """``(x, y)`` for ``model``: ``--data`` (an .npz, or a folder of images read at the model's input
+        size), else the shipped data when it fits the model (a one-line error saying to pass --data
+        when not); checked, and subsampled to ``--modtest-max-examples``. Computed once per model."""
+        adapter = self.context.adapter(model)
+        hit = self._data.get(id(adapter))
+        if hit is not None and hit[0] is adapter:
+            return hit[1], hit[2]
         from modtest._validation import check_data
+        from modtest.data import read_data, shipped_data_for, stratified_subsample
 
-        return check_data(self.context.adapter(model), *self.raw_data())
+        if self.no_data:
+            from modtest.errors import DataError
+
+            raise DataError("this session has no evaluation data (--data none): pass --data PATH for tests "
+                            "that lesion or evaluate the model")
+        if not self.data_explicit:
+            x, y = shipped_data_for(adapter.input_shape, adapter.n_classes)
+        elif self.data_path.is_dir():
+            x, y = check_data(adapter, *read_data(self.data_path, adapter.input_shape, adapter.layout,
+                                                  adapter.n_classes))
+        else:
+            x, y = check_data(adapter, *self.raw_data())
+        if self.max_examples is not None:
+            x, y = stratified_subsample(x, y, self.max_examples)
+        self._data[id(adapter)] = (adapter, x, y)
+        return x, y
 
     # ------------------------------------------------------------------ hooks
     @pytest.hookimpl(tryfirst=True)
@@ -191,7 +225,8 @@ class ModtestSession:
         defaults = Defaults(k=self.k, alpha=self.alpha, seed=self.seed, data=self.data_for, trust=self.trust,
                             protocol=self.protocol, ensemble=self.ensemble, max_random=self.max_random)
         self.context = AuditContext(defaults, ClaimCollector(self.correction),
-                                    ProbeStore(ProbeCache(self.cache_dir), workshare=share))
+                                    ProbeStore(ProbeCache(self.cache_dir), workshare=share),
+                                    progress=self._progress_reporter(config))
         if self.compare_name is not None and not self.is_worker:
             from modtest.report.storage import BaselineStorage
 
@@ -203,6 +238,18 @@ class ModtestSession:
                 raise pytest.UsageError(f"--modtest-compare: {exc}") from None
         self._previous_context = _context.activate(self.context)
 
+    def _progress_reporter(self, config):
+        """Where probes report progress: nothing (``--modtest-progress off``), the controller's board
+        (an xdist worker), or the terminal (live lines or heartbeats, see :mod:`modtest.progress`)."""
+        from modtest.progress import BoardReporter, NullReporter
+
+        if self.progress_mode == "off":
+            return NullReporter()
+        if self.is_worker:
+            folder = config.workerinput.get("modtest_progress")
+            return BoardReporter(folder, self.worker or "gw") if folder else NullReporter()
+        return TerminalProgress(config, self.progress_mode)
+
     def pytest_unconfigure(self, config):
         from modtest import context as _context
 
@@ -213,9 +260,11 @@ class ModtestSession:
     def pytest_sessionstart(self, session):
         """With --model/--data given, check them before any test runs (usage error, exit 4).
 
-        ``--data`` is checked against the model (``--model`` or the example); the default data is
-        checked lazily by ``eval_data``, so a model that needs no data (clusterability) can be given
-        alone. The xdist controller checks the file without importing a framework.
+        ``--data`` is checked against the model (``--model`` or the example); with ``--model`` and no
+        ``--data`` the shipped data is used only when it fits the model (a notice in the header),
+        otherwise the session stops with a usage error saying to pass ``--data``. The files are
+        checked before any framework import; the xdist controller reads the model's input shape and
+        output width from its config and imports no framework at all.
         """
         self.started = time.perf_counter()
         if self.is_controller:
@@ -225,18 +274,56 @@ class ModtestSession:
         if not self.explicit or self.is_worker:
             return
         try:
-            if self.data_explicit:
-                self.raw_data()  # unreadable/incomplete .npz: found without importing a framework
-            if self.is_controller:
-                from modtest.frameworks import check_model_file
+            from modtest.frameworks import check_model_file
 
-                check_model_file(self.model_path, trust=self.trust)
+            if self.data_explicit and not self.no_data:  # a bad .npz or folder: found without a framework import
+                if self.data_path.is_dir():
+                    from modtest.data import image_folder_index
+
+                    image_folder_index(self.data_path)
+                else:
+                    self.raw_data()
+            check_model_file(self.model_path, trust=self.trust)
+            if self.no_data:
+                return
+            if self.is_controller:
+                self._check_signature()
                 return
             model = self.get_model()
-            if self.data_explicit:
-                self.data_for(model)
+            x, _y = self.data_for(model)
+            if not self.data_explicit:
+                self.data_notice = _shipped_notice(len(x))
         except ModtestError as exc:
             raise pytest.UsageError(f"modtest: {exc}") from None
+
+    def _check_signature(self) -> None:
+        """The xdist controller's data check, from the model file's config (no framework import)."""
+        from modtest.frameworks import file_signature
+
+        sig = file_signature(self.model_path)
+        if sig is None:
+            return
+        from modtest._validation import check_data_fits
+        from modtest.data import image_folder_index, shipped_data_for
+
+        shape, n_classes = sig
+        if not self.data_explicit:
+            x, _y = shipped_data_for(shape, n_classes)
+            self.data_notice = _shipped_notice(len(x))
+        elif self.data_path.is_dir():
+            _files, _labels, classes = image_folder_index(self.data_path)
+            if n_classes is not None and len(classes) > n_classes:
+                from modtest.errors import DataError
+
+                raise DataError(f"data folder {self.data_path} has {len(classes)} class subfolders but the model "
+                                f"has {n_classes} outputs")
+        else:
+            check_data_fits(shape, n_classes, *self.raw_data())
+
+    def pytest_report_header(self, config):
+        if self.data_notice:
+            return [self.data_notice]
+        return None
 
     def pytest_collection_finish(self, session):
         """--modtest-prefetch: every process (each xdist worker, or the single process) joins the
@@ -342,7 +429,7 @@ class ModtestSession:
                 adapter = self.context.adapter(self._model)
                 model["name"] = adapter.name
                 model["hash"] = adapter.fingerprint()
-                if self._raw is not None:
+                if id(adapter) in self._data:
                     from modtest.store import data_hash
 
                     x, y = self.data_for(adapter)
@@ -463,6 +550,76 @@ class ModtestSession:
             tr.write_line(f"modtest HTML report: {self.html_path}")
         if self.saved_path is not None:
             tr.write_line(f"modtest baseline saved: {self.saved_path}")
+
+
+class _TerminalFile:
+    """What rich draws on under pytest: the terminal reporter's writer (a file-like object)."""
+
+    def __init__(self, tr):
+        self.tr = tr
+
+    def write(self, text: str) -> int:
+        self.tr.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.tr.flush()
+
+    def isatty(self) -> bool:
+        return True
+
+
+def line_writer(config):
+    """``write(text)``: ``text`` on a line of its own in pytest's terminal output (after the test
+    file's name or xdist's progress dots, which do not end their line)."""
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    tw = config.get_terminal_writer()
+
+    def write(text: str) -> None:
+        tr.ensure_newline()  # pytest writes the file name again before the next result
+        if tw.width_of_current_line:
+            tw.line()
+        tw.line(text)
+
+    return write
+
+
+class TerminalProgress:
+    """Probe progress through pytest's terminal reporter, with capture suspended while it writes
+    (probes run inside tests). ``auto``: live lines on a terminal, heartbeat lines otherwise or
+    with ``-q``. Made on first use: the terminal reporter registers after modtest's configure."""
+
+    def __init__(self, config, mode: str):
+        self.config, self.mode = config, mode
+        self._inner = None
+
+    def _console(self):
+        if self._inner is None:
+            import contextlib
+
+            from modtest.progress import ConsoleReporter, NullReporter
+
+            tr = self.config.pluginmanager.get_plugin("terminalreporter")
+            if tr is None:
+                self._inner = NullReporter()
+                return self._inner
+            capman = self.config.pluginmanager.get_plugin("capturemanager")
+            mode = self.mode
+            if mode == "auto":
+                mode = "live" if bool(tr.isatty) and self.config.get_verbosity() >= 0 else "heartbeat"
+            self._inner = ConsoleReporter(
+                mode, file=_TerminalFile(tr), write=line_writer(self.config), before_live=tr.ensure_newline,
+                guard=capman.global_and_fixture_disabled if capman is not None else contextlib.nullcontext,
+                width=self.config.get_terminal_writer().fullwidth)
+        return self._inner
+
+    def task(self, name: str, total: int):
+        return self._console().task(name, total)
+
+
+def _shipped_notice(n: int) -> str:
+    return (f"modtest: no --data given: using the shipped digits data ({n} examples), which fits the model "
+            f"(pass --data PATH for your own)")
 
 
 def _p(v) -> str:

@@ -122,10 +122,46 @@ class WorkerPlugin:
 
 class ControllerPlugin:
     """On the xdist controller: collect the claims relayed with worker reports, and at each worker's
-    end the units it computed for others and its probe runs."""
+    end the units it computed for others and its probe runs; show the workers' probe progress (read
+    from the board folder each worker writes to, see :mod:`modtest.progress`)."""
 
     def __init__(self, session):
         self.session = session
+        self.board = None
+        self.watcher = None
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node):
+        """Tell each worker where its progress board is (the folder is made with the first worker)."""
+        if self.session.progress_mode == "off":
+            return
+        if self.board is None:
+            import tempfile
+
+            from modtest.progress import BoardWatcher, delay_seconds, heartbeat_seconds
+
+            config = self.session.config
+            self.board = tempfile.mkdtemp(prefix="modtest-progress-")
+            tr = config.pluginmanager.get_plugin("terminalreporter")
+            live = self.session.progress_mode == "live" or (
+                self.session.progress_mode == "auto" and tr is not None and bool(tr.isatty)
+                and config.get_verbosity() >= 0)
+            if tr is not None:
+                first, every = (delay_seconds(), 10.0) if live else (heartbeat_seconds(), heartbeat_seconds())
+                from modtest.plugin.session import line_writer
+
+                self.watcher = BoardWatcher(self.board, line_writer(config), first=first, every=every).start()
+        node.workerinput["modtest_progress"] = self.board
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        if self.watcher is not None:
+            self.watcher.stop()  # one last read: the final line of every task that ran long enough
+            self.watcher = None
+        if self.board is not None:
+            import shutil
+
+            shutil.rmtree(self.board, ignore_errors=True)
+            self.board = None
 
     def pytest_runtest_logreport(self, report):
         if getattr(report, "node", None) is None:  # not a report relayed from a worker

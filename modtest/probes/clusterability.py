@@ -95,7 +95,10 @@ def clusterability(model, k: int = 12, n_shuffles: int = 20, seed: int = 0, *,
     seed = check_seed(seed)
     ctx = ProbeContext(adapt(model), settings={"k": k, "seed": seed, "n_shuffles": n_shuffles})
     ctx.resource("graph-spec", ctx.model.graph_spec)  # bad models fail here, before any work is shared
-    return run_probe(ClusterabilityProbe(), ctx, workshare if workshare is not None else executor)
+    from modtest.progress import task
+
+    with task("clusterability", n_shuffles + 1) as bar:
+        return run_probe(ClusterabilityProbe(), ctx, workshare if workshare is not None else executor, bar.update)
 
 
 def sequential_clusterability(model, k: int = 12, n_shuffles: int = 20, seed: int = 0, *, alpha: float = 0.05,
@@ -123,15 +126,20 @@ def sequential_clusterability(model, k: int = 12, n_shuffles: int = 20, seed: in
     ctx.resource("graph-spec", ctx.model.graph_spec)
     run = as_executor(executor)
     values, lo, hi = [], 0, n_shuffles
-    while True:
-        probe = ClusterabilityProbe(lo, hi, with_model=not values)
-        values += run.map(probe, ctx, probe.units(ctx))
-        true, shuffled = float(values[0]), np.asarray(values[1:], dtype=np.float64)
-        mc = robust.binomial_interval_p(int((shuffled <= true).sum()), len(shuffled), risk=risk)
-        # a fail is final; a pass is sharpened to half of alpha (room for a correction over claims)
-        if mc.decision(alpha) == robust.ABOVE or mc.high <= alpha / 2 or hi >= cap:
-            break
-        lo, hi = hi, min(2 * hi, cap)
+    from modtest.progress import task
+
+    with task("clusterability", n_shuffles + 1) as bar:
+        while True:
+            probe = ClusterabilityProbe(lo, hi, with_model=not values)
+            if values:
+                bar.add_total(hi - lo)
+            values += run.map(probe, ctx, probe.units(ctx), bar.update)
+            true, shuffled = float(values[0]), np.asarray(values[1:], dtype=np.float64)
+            mc = robust.binomial_interval_p(int((shuffled <= true).sum()), len(shuffled), risk=risk)
+            # a fail is final; a pass is sharpened to half of alpha (room for a correction over claims)
+            if mc.decision(alpha) == robust.ABOVE or mc.high <= alpha / 2 or hi >= cap:
+                break
+            lo, hi = hi, min(2 * hi, cap)
     r = summarize(k, seed, true, shuffled)
     out = as_probe_result(r, {"n_shuffles": n_shuffles, "protocol": "robust", "alpha": alpha,
                               "max_shuffles": cap, "risk": risk})

@@ -125,7 +125,7 @@ def double_lesion_study(model, partition, x, y, lesion_result, *, n_random: int 
     "settings".
     """
     from modtest import stats
-    from modtest._progress import Progress
+    from modtest.progress import task
     from modtest.frameworks import adapt
 
     n_random = check_int("n_random", n_random, minimum=1)
@@ -164,5 +164,5 @@ def double_lesion_study(model, partition, x, y, lesion_result, *, n_random: int 
     settings["base_score"] = float(scores(eng.base_labels(), y, adapter.n_classes, metric)[0][0])
     if workshare is not None and executor is not None:
         raise InvalidInput("pass workshare or executor, not both")
-    with Progress(len(settings["pairs"]) * 2 * (n_random + 1), "double lesion", enabled=progress) as bar:
+    with task("double lesion", len(settings["pairs"]) * 2 * (n_random + 1), progress) as bar:
         return run_probe(DoubleLesionProbe(), ctx, workshare if workshare is not None else executor, bar.update)

@@ -126,12 +126,12 @@ def robust_lesion_study(model, x, y, *, k: int = 12, seed: int = 0, alpha: float
     ckey = ctx.settings.get("control_key") or adapter.fingerprint()  # keys every random draw
     tags = [[(f"{r}/{sub.name}", sub) for sub in (c.subclusters if c is not None else [])]
             for r, c in enumerate(ctxs)]
-    from modtest._progress import Progress
+    from modtest.progress import task
 
     tally = _Tally()
     run = as_executor(executor)
     n_first = sum(len(t) for t in tags) * (n_random + 1)
-    bar = Progress(n_first, "lesion (ensemble)", enabled=progress)
+    bar = task("lesion (ensemble)", n_first, progress)
     by_tag = {tag: (r, sub) for r in range(ensemble) for tag, sub in tags[r]}
     rounds = 0
 
@@ -154,6 +154,7 @@ def robust_lesion_study(model, x, y, *, k: int = 12, seed: int = 0, alpha: float
         return (b, n, ids) if b else None
 
     def extend(wants):
+        bar.add_total(sum(hi - tally.n(tag) for (_r, tag), hi in wants.items()))
         compute([(tag, by_tag[tag][1], tally.n(tag), hi, ("ensemble", seeds[r])) for (r, tag), hi in wants.items()])
 
     with bar:

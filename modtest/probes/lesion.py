@@ -383,7 +383,7 @@ def lesion_study(model, partition, x, y, *, n_random: int = 20, seed: int = 0, m
     keep_bias : bool, keep the biases of lesioned units (default: zero them too)
     engine : "fast" or "reference" (same labels; the reference is the plain definition)
     batch_size : int
-    progress : None/True (a progress line on a terminal) or False
+    progress : None/True (the running audit's progress reporter: a live line on a terminal) or False
     workshare, executor : where the work units (one sub-cluster with its controls) run: None (here),
         a workshare folder path or :class:`modtest.executors.workshare.WorkShare` (shared with every
         process using the same folder), or any executor (:mod:`modtest.executors`); same result
@@ -396,7 +396,7 @@ def lesion_study(model, partition, x, y, *, n_random: int = 20, seed: int = 0, m
     -------
     ProbeResult with probe="lesion"; rows, network (importance, output_coherence), settings, extras
     """
-    from modtest._progress import Progress
+    from modtest.progress import task
 
     if progress not in (None, True, False):
         raise InvalidInput(f"progress must be None, True or False, got {progress!r}")
@@ -411,7 +411,7 @@ def lesion_study(model, partition, x, y, *, n_random: int = 20, seed: int = 0, m
 
     t0 = time.perf_counter()
     probe.base(ctx)
-    with Progress(len(ctx.subclusters) * (ctx.settings["n_random"] + 1), "lesion", enabled=progress) as bar:
+    with task("lesion", len(ctx.subclusters) * (ctx.settings["n_random"] + 1), progress) as bar:
         result = run_probe(probe, ctx, workshare if workshare is not None else executor, bar.update)
     result.extras["seconds"] = time.perf_counter() - t0
     return result

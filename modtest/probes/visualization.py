@@ -215,13 +215,16 @@ def visualization_study(model, partition, *, n_random: int = 9, seed: int = 0, m
     ctx = ProbeContext(adapter, None, None, tested, settings)
     ctx._resources["visualizer"] = vis
     probe = VisualizationProbe()
-    if return_images:
-        ctx._resources["images"] = []
-        result = run_probe(probe, ctx)
-    else:
-        if workshare is not None and executor is not None:
-            raise InvalidInput("pass workshare or executor, not both")
-        result = run_probe(probe, ctx, workshare if workshare is not None else executor)
+    from modtest.progress import task
+
+    if workshare is not None and executor is not None and not return_images:
+        raise InvalidInput("pass workshare or executor, not both")
+    with task("visualization", len(objectives)) as bar:
+        if return_images:
+            ctx._resources["images"] = []
+            result = run_probe(probe, ctx, progress=bar.update)
+        else:
+            result = run_probe(probe, ctx, workshare if workshare is not None else executor, bar.update)
     result.extras["seconds"] = time.perf_counter() - t0
     if return_images:
         images = np.concatenate(ctx._resources["images"])

@@ -38,11 +38,18 @@ def _num(v, default=float("nan")) -> float:
 
 def partition_figure(summary: dict) -> bytes:
     """Stacked bars: one bar per layer, one segment per cluster (isolated units hatched grey)."""
+    return _png(partition_fig(summary))
+
+
+def partition_fig(summary: dict):
+    """The figure of :func:`partition_figure`: a legend in 9-point type beside the bars (one column
+    up to 12 entries, two beyond), the figure widened to hold it."""
     import numpy as np
 
     layers = summary.get("layers") or []
     labels = sorted({int(c) for layer in layers for c in (layer.get("cluster_sizes") or {})})
-    fig = _figure(max(5.0, 1.1 * len(layers) + 2.5), 3.6)
+    ncol = 1 if len(labels) <= 12 else 2
+    fig = _figure(max(5.0, 0.9 * len(layers) + 2.5) + 1.3 * ncol, max(3.6, 0.2 * len(labels) / ncol + 1.2))
     ax = fig.add_subplot(1, 1, 1)
     cmap = __import__("matplotlib").colormaps["tab20"]
     bottom = np.zeros(len(layers))
@@ -54,12 +61,27 @@ def partition_figure(summary: dict) -> bytes:
         else:
             ax.bar(x, h, bottom=bottom, color=cmap(c % 20), edgecolor="white", linewidth=0.5, label=f"cluster {c}")
         bottom += h
-    ax.set_xticks(x, [layer.get("name", "?") for layer in layers], rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(x, [layer.get("name", "?") for layer in layers], rotation=30, ha="right", fontsize=9)
     ax.set_ylabel("units")
     ax.set_title(f"partition: k={summary.get('k')}, n-cut={_num(summary.get('ncut')):.3f}", fontsize=10)
-    ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    legend = ax.legend(fontsize=9, ncol=ncol, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
+                       handlelength=1.2, columnspacing=1.0)
     fig.tight_layout()
-    return _png(fig)
+    _fit_artist(fig, legend)
+    return fig
+
+
+def _fit_artist(fig, artist) -> None:
+    """Shrink the axes until ``artist`` (a legend outside them) lies inside the figure."""
+    renderer = fig.canvas.get_renderer()
+    for _ in range(20):
+        box, width = artist.get_window_extent(renderer), fig.bbox.width
+        if box.x1 <= width - 2:
+            return
+        shift = (box.x1 - width + 4) / width
+        for ax in fig.axes:
+            pos = ax.get_position()
+            ax.set_position([pos.x0, pos.y0, max(0.1, pos.width - shift), pos.height])
 
 
 def clusterability_figure(ncut: float, shuffled) -> bytes:
@@ -106,9 +128,23 @@ def ensemble_figure(networks: dict, alpha: float) -> bytes:
     return _png(fig)
 
 
-def scatter_figure(rows: list) -> bytes:
-    """Paper Figure 2: fraction of its layer (x) vs accuracy drop (y), coloured by category;
-    important sub-clusters labelled ``layer-cluster``."""
+def scatter_figure(rows: list, max_labels: int = 8) -> bytes:
+    """Paper Figure 2: fraction of its layer (x) vs accuracy drop (y), coloured by category; the
+    ``max_labels`` important sub-clusters with the largest drops labelled ``layer-cluster``."""
+    return _png(scatter_fig(rows, max_labels)[0])
+
+
+#: label positions tried around a point (offsets in points, alignment), in order of preference
+_LABEL_SPOTS = ((4, 4, "left", "bottom"), (4, -4, "left", "top"), (-4, 4, "right", "bottom"),
+                (-4, -4, "right", "top"), (0, 7, "center", "bottom"), (0, -7, "center", "top"),
+                (9, 0, "left", "center"), (-9, 0, "right", "center"), (14, 10, "left", "bottom"),
+                (-14, 10, "right", "bottom"), (14, -10, "left", "top"), (-14, -10, "right", "top"))
+
+
+def scatter_fig(rows: list, max_labels: int = 8):
+    """``(figure, labels)`` of :func:`scatter_figure`; ``labels`` are the placed text artists. A label
+    goes to the first spot around its point that stays inside the axes and overlaps no other label,
+    point or the legend; a label with no free spot is left out (the table lists every sub-cluster)."""
     fig = _figure(6.5, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     by_cat: dict[str, list] = {}
@@ -121,18 +157,48 @@ def scatter_figure(rows: list) -> bytes:
         ax.scatter([_num(r.get("fraction")) for r in rs], [_num(r.get("drop")) for r in rs],
                    s=28, color=CATEGORY_COLORS.get(cat, "black"), label=f"{cat} ({len(rs)})",
                    edgecolor="black", linewidth=0.3, zorder=3)
-        if cat == "important":
-            for r in rs:
-                name = r.get("name") or f"{r.get('layer')}-{r.get('cluster')}"
-                ax.annotate(name, (_num(r.get("fraction")), _num(r.get("drop"))), fontsize=6,
-                            xytext=(3, 3), textcoords="offset points")
     ax.axhline(0.0, color="#bbbbbb", linewidth=0.8, zorder=1)
+    ax.margins(0.08)
     ax.set_xlabel("fraction of layer")
     ax.set_ylabel("accuracy drop when lesioned")
-    ax.set_title("sub-cluster importance (paper Fig. 2)", fontsize=10)
-    ax.legend(fontsize=7, frameon=False, loc="upper left")
+    ax.set_title("sub-cluster importance (paper Fig. 2)" + (
+        f"; labels: the {max_labels} largest important drops" if len(by_cat.get("important", [])) > max_labels
+        else ""), fontsize=10)
+    legend = ax.legend(fontsize=8, frameon=True, framealpha=0.9, loc="best")
     fig.tight_layout()
-    return _png(fig)
+    # pin the legend where "best" put it among the points: the labels placed next must not move it
+    corner = ax.transAxes.inverted().transform(legend.get_window_extent(fig.canvas.get_renderer()))[0]
+    legend.set_loc((float(corner[0]), float(corner[1])))
+    top = sorted(by_cat.get("important", []), key=lambda r: -_num(r.get("drop"), 0.0))[:max_labels]
+    labels = _place_labels(fig, ax, [((_num(r.get("fraction")), _num(r.get("drop"))),
+                                      r.get("name") or f"{r.get('layer')}-{r.get('cluster')}") for r in top],
+                           [(_num(r.get("fraction")), _num(r.get("drop"))) for r in rows], legend)
+    return fig, labels
+
+
+def _place_labels(fig, ax, items, points, legend) -> list:
+    """Greedy placement of ``items`` (``((x, y), text)``) in display space (see :func:`scatter_fig`)."""
+    renderer = fig.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer).padded(-2)
+    taken = [legend.get_window_extent(renderer)] if legend is not None else []
+    r = 4.0 * fig.dpi / 72  # a marker's radius in pixels (s=28 points^2), with a margin
+    for px, py in ax.transData.transform([p for p in points if all(v == v for v in p)]):
+        taken.append(type(inside).from_extents(px - r, py - r, px + r, py + r))
+    placed = []
+    for (x, y), text in items:
+        if x != x or y != y:
+            continue
+        for dx, dy, ha, va in _LABEL_SPOTS:
+            ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
+                              fontsize=7, zorder=4)
+            box = ann.get_window_extent(renderer)
+            if (box.x0 >= inside.x0 and box.x1 <= inside.x1 and box.y0 >= inside.y0 and box.y1 <= inside.y1
+                    and not any(box.overlaps(t) for t in taken)):
+                taken.append(box)
+                placed.append(ann)
+                break
+            ann.remove()
+    return placed
 
 
 def top_rows(rows: list, n: int = 6) -> list:
@@ -144,14 +210,11 @@ def profiles_figure(rows: list, n: int = 6) -> bytes:
     """Paper Figure 6: per-class accuracy drops of the top sub-clusters; red = the sub-cluster,
     grey = its random same-layer controls."""
     top = [r for r in top_rows(rows, n) if r.get("class_drops") is not None]
+    if not top:
+        raise ValueError("no class-wise drops to draw (check has_profiles first)")
     cols = min(3, max(1, len(top)))
     nrows = max(1, math.ceil(len(top) / cols))
     fig = _figure(3.2 * cols, 2.4 * nrows)
-    if not top:
-        ax = fig.add_subplot(1, 1, 1)
-        ax.text(0.5, 0.5, "no class-wise drops in this report", ha="center", va="center")
-        ax.set_axis_off()
-        return _png(fig)
     for i, r in enumerate(top):
         ax = fig.add_subplot(nrows, cols, i + 1)
         true = [_num(v) for v in r["class_drops"]]
@@ -172,6 +235,17 @@ def profiles_figure(rows: list, n: int = 6) -> bytes:
     return _png(fig)
 
 
+def has_profiles(rows: list) -> bool:
+    """Whether :func:`profiles_figure` has anything to draw."""
+    return any(r.get("class_drops") is not None for r in rows)
+
+
+def has_pairs(matrix: dict) -> bool:
+    """Whether a double-lesion matrix has a pair (an off-diagonal value): else Figure 9 is not drawn."""
+    values = (matrix or {}).get("values") or []
+    return any(i != j and _num(v) == _num(v) for i, row in enumerate(values) for j, v in enumerate(row or []))
+
+
 def dependency_figure(matrix: dict) -> bytes:
     """Paper Figure 9: ``values[i][j]`` = extra damage of lesioning column j once row i is
     lesioned (diagonal: single damage); significant cells starred; same-layer pairs blank."""
@@ -183,13 +257,11 @@ def dependency_figure(matrix: dict) -> bytes:
     for i, row in enumerate(matrix.get("values") or []):
         for j, v in enumerate(row):
             vals[i, j] = _num(v)
+    if not has_pairs(matrix):
+        raise ValueError("no pairs to draw (check has_pairs first)")
     side = max(3.5, 0.45 * m + 2.0)
     fig = _figure(side + 1.0, side)
     ax = fig.add_subplot(1, 1, 1)
-    if m == 0:
-        ax.text(0.5, 0.5, "no important sub-clusters in different layers", ha="center", va="center")
-        ax.set_axis_off()
-        return _png(fig)
     masked = np.ma.masked_invalid(vals)
     cmap = __import__("matplotlib").colormaps["viridis"].with_extremes(bad="#eeeeee")
     im = ax.imshow(masked, cmap=cmap, interpolation="nearest")

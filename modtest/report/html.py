@@ -25,7 +25,9 @@ td:first-child,th:first-child{text-align:left}
 .inconclusive{color:#9a6700;font-weight:bold}
 .banner{padding:10px 14px;border-radius:6px;margin:12px 0;font-size:1.1em}
 .banner.pass{background:#dafbe1}.banner.fail{background:#ffebe9}.banner.inconclusive{background:#fff8c5}
-img{max-width:100%;border:1px solid #eee;margin:6px 0}.muted{color:#777;font-size:0.85em}
+img{max-width:100%;height:auto;border:1px solid #eee;margin:6px 0;box-sizing:border-box}
+.muted{color:#777;font-size:0.85em}.wide{overflow-x:auto;max-width:100%}
+body{padding:0 12px}td{overflow-wrap:anywhere}
 """
 
 
@@ -53,10 +55,11 @@ def _range(lo, hi) -> str:
 
 
 def _table(head, rows) -> str:
-    out = ["<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+    out = ['<div class="wide"><table><thead><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head)
+           + "</tr></thead><tbody>"]
     for r in rows:
         out.append("<tr>" + "".join(c if isinstance(c, _Raw) else f"<td>{_e(c)}</td>" for c in r) + "</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")  # a wide table scrolls by itself, not the page
     return "".join(out)
 
 
@@ -113,6 +116,10 @@ def render_html(report: Report, comparison=None) -> str:
         body += ('<p class="muted">Noise bounds: the range the p-value could take with other random controls '
                  'and other equally good partitions (robust protocol); a claim passes when the whole range is '
                  '&lt;= alpha, fails when it is &gt; alpha, and is inconclusive otherwise.</p>')
+        hints = [h for c in report.claims if c.get("verdict") != "pass" for h in (c.get("hints") or [])]
+        if hints:
+            body += ('<p><b>Why claims could not be shown:</b></p><ul>'
+                     + "".join(f"<li>{_e(h)}</li>" for h in dict.fromkeys(hints)) + "</ul>")
     else:
         body = '<p class="muted">no assertions in this audit</p>'
     parts.append(_section("claims", "Claims", body))
@@ -140,11 +147,17 @@ def render_html(report: Report, comparison=None) -> str:
     cl = report.probe("clusterability")
     if cl is not None:
         net = (cl.get("network") or {}).get("clusterability", {})
-        body = _img(figures.clusterability_figure(net.get("ncut"), (cl.get("extras") or {}).get("shuffled_ncuts", [])),
-                    "n-cut vs shuffled networks", "fig-clusterability")
+        shuffled = (cl.get("extras") or {}).get("shuffled_ncuts", [])
+        body = _img(figures.clusterability_figure(net.get("ncut"), shuffled), "n-cut vs shuffled networks",
+                    "fig-clusterability") if shuffled else '<p class="muted">no shuffled networks in this report</p>'
         body += f'<p>n-cut {_p(net.get("ncut"))}, p={_p(net.get("p"))}, z={_p(net.get("z_score"))} ' \
                 f'(k={_e(cl.get("k"))}, {net.get("n", 0)} shuffles)</p>'
+        if not any(c.get("measure") == "clusterability" for c in report.claims):
+            body += ('<p class="muted">Shown for reference, not a claim (it is not in the correction); '
+                     '<code>modtest audit --clusterability N</code> or <code>assert_clusterable</code> claims it.</p>')
         parts.append(_section("clusterability", "Clusterability", body))
+    for note in (report.extra or {}).get("notes", []):
+        parts.append(f'<p class="muted">note: {_e(note)}</p>')
 
     if lesion is not None and any(isinstance(n, dict) and n.get("partitions")
                                   for n in (lesion.get("network") or {}).values()):
@@ -167,15 +180,26 @@ def render_html(report: Report, comparison=None) -> str:
         rows = lesion["rows"]
         body = _img(figures.scatter_figure(rows), "fraction of layer vs accuracy drop", "fig-importance")
         body += '<p class="muted">Each point is a sub-cluster; important ones (beat all random controls and ' \
-                'drop &gt; 1 point) are labelled layer-cluster.</p>'
+                'drop &gt; 1 point) are coloured as such, and the ones with the largest drops are labelled ' \
+                'layer-cluster.</p>'
         parts.append(_section("importance", "Importance (Figure 2)", body))
-        body = _img(figures.profiles_figure(rows), "class-wise drop profiles", "fig-profiles")
-        body += '<p class="muted">Red: the sub-cluster; grey: random same-layer sets of the same size.</p>'
+        if figures.has_profiles(rows):
+            body = _img(figures.profiles_figure(rows), "class-wise drop profiles", "fig-profiles")
+            body += '<p class="muted">Red: the sub-cluster; grey: random same-layer sets of the same size.</p>'
+        else:
+            body = '<p class="muted">no class-wise drops in this report</p>'
         parts.append(_section("profiles", "Class-wise drops (Figure 6)", body))
 
     dl = report.double_lesion
-    if dl and dl.get("matrix"):
-        body = _img(figures.dependency_figure(dl["matrix"]), "double-lesion dependency heatmap", "fig-dependencies")
+    if dl and dl.get("matrix") is not None:
+        if figures.has_pairs(dl["matrix"]):
+            body = _img(figures.dependency_figure(dl["matrix"]), "double-lesion dependency heatmap",
+                        "fig-dependencies")
+        else:
+            n = len(dl["matrix"].get("names") or [])
+            body = (f'<p class="muted">no pairs: double lesions need two important sub-clusters in different '
+                    f'layers, and this audit has {n} important sub-cluster(s)'
+                    + (" all in one layer" if n > 1 else "") + '.</p>')
         pairs = dl.get("pairs") or []
         if pairs:
             body += _table(("X", "Y", "damage X", "damage Y", "damage XY", "case"),

@@ -62,8 +62,10 @@ def library_versions() -> dict:
     """Versions of modtest and the libraries behind an audit, without importing them."""
     from importlib import metadata
 
-    out = {"modtest": None, "python": platform.python_version()}
-    for key, dist in (("modtest", "modtest"), ("keras", "keras"), ("tensorflow", "tensorflow"),
+    from modtest import __version__
+
+    out = {"modtest": __version__, "python": platform.python_version()}
+    for key, dist in (("keras", "keras"), ("tensorflow", "tensorflow"),
                       ("jax", "jax"), ("torch", "torch"), ("numpy", "numpy"), ("scipy", "scipy"),
                       ("sklearn", "scikit-learn"), ("matplotlib", "matplotlib")):
         try:

@@ -34,7 +34,7 @@ import numpy as np
 
 from modtest.errors import InvalidInput, UnsupportedModelError
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # INFO lines off, warnings shown
 
 __all__ = ["lesioned", "ReferenceEngine", "FastEngine", "make_engine", "ENGINES"]
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from modtest.errors import ModelLoadError, UnsafeModelError, UnsupportedModelError
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # INFO lines off, warnings shown
 
 #: Layers whose units (neurons, feature maps) are graph nodes and can be lesioned.
 DENSE_TYPES = ("Dense",)
@@ -131,6 +131,79 @@ def check_model_file(path, *, trust: bool = False, legacy: bool = True) -> dict:
             f"{path.name} contains code that would run on loading: {', '.join(risky[:5])}; "
             f"pass trust=True (--modtest-trust-model) if you trust this file")
     return config
+
+
+#: layers after which the output width is still that of the layer before them
+_SAME_WIDTH = ("Activation", "Softmax", "ReLU", "LeakyReLU", "ELU", "PReLU", "Dropout", "GaussianNoise",
+               "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity")
+
+
+def config_signature(config: dict) -> tuple[tuple, int | None] | None:
+    """``(input_shape, n_classes)`` read from a model config without Keras (None when the config
+    does not say: nested models, unusual inputs); ``n_classes`` is None when the output layer's width
+    cannot be read. The xdist controller uses it to check ``--data`` before any framework import."""
+    cfg = config.get("config") if isinstance(config, dict) else None
+    layers = cfg.get("layers") if isinstance(cfg, dict) else None
+    if not isinstance(layers, list) or not layers:
+        return None
+    by_name = {lc.get("config", {}).get("name", lc.get("name")): lc for lc in layers if isinstance(lc, dict)}
+
+    def shape_of(lc):
+        conf = lc.get("config") or {}
+        shape = conf.get("batch_shape") or conf.get("batch_input_shape")
+        return None if not isinstance(shape, list) or len(shape) < 2 else tuple(shape[1:])
+
+    sequential = config.get("class_name") == "Sequential"
+    if sequential:
+        shape = shape_of(layers[0])
+        if shape is None:
+            build = (config.get("build_config") or {}).get("input_shape")
+            shape = tuple(build[1:]) if isinstance(build, list) and len(build) >= 2 else None
+    else:
+        ins = cfg.get("input_layers")
+        name = ins[0][0] if isinstance(ins, list) and ins and isinstance(ins[0], list) else None
+        if isinstance(ins, list) and len(ins) == 3 and isinstance(ins[0], str):
+            name = ins[0]  # a single input written as [name, 0, 0]
+        shape = shape_of(by_name[name]) if name in by_name else None
+    if shape is None:
+        return None
+    index = len(layers) - 1
+    if sequential:
+        current = layers[index]
+    else:
+        outs = cfg.get("output_layers")
+        name = outs[0][0] if isinstance(outs, list) and outs and isinstance(outs[0], list) else None
+        if isinstance(outs, list) and len(outs) == 3 and isinstance(outs[0], str):
+            name = outs[0]
+        current = by_name.get(name)
+    n_classes = None
+    for _ in range(len(layers)):
+        if not isinstance(current, dict):
+            break
+        kind, conf = current.get("class_name"), current.get("config") or {}
+        if kind in DENSE_TYPES and isinstance(conf.get("units"), int):
+            n_classes = conf["units"]
+            break
+        if kind in CONV_TYPES and isinstance(conf.get("filters"), int):
+            n_classes = conf["filters"]
+            break
+        if kind not in _SAME_WIDTH:
+            break
+        if sequential:
+            index -= 1
+            current = layers[index] if index >= 0 else None
+        else:
+            prev = _history_names(current.get("inbound_nodes", []))
+            current = by_name.get(prev[0]) if len(prev) == 1 else None
+    return tuple(shape), n_classes
+
+
+def file_signature(path) -> tuple[tuple, int | None] | None:
+    """:func:`config_signature` of a ``.keras``/``.h5`` file (None when its config cannot be read)."""
+    try:
+        return config_signature(_read_config(Path(path)))
+    except ModelLoadError:
+        return None
 
 
 def load_model(model, *, trust: bool = False, custom_objects: dict | None = None):

@@ -81,7 +81,7 @@ def cmd_cluster(args) -> int:
 
 _AUDIT = ("modtest_k", "modtest_seed", "modtest_json", "modtest_trust_model", "data", "modtest_alpha",
           "modtest_correction", "modtest_protocol", "modtest_ensemble", "modtest_max_random",
-          "modtest_inconclusive", "modtest_html")
+          "modtest_inconclusive", "modtest_html", "modtest_scheduler", "modtest_scheduler_timeout")
 
 
 def cmd_audit(args) -> int:
@@ -103,13 +103,23 @@ def cmd_audit(args) -> int:
         data = example_path(EXAMPLE_DATA)
         print(f"no --data given: using the shipped example {data.name}")
     x, y = load_data(data)  # before the model: a bad data file is reported before any framework import
-    model, name = _resolve_model(args.model, s["modtest_trust_model"])
-    report, part, res = run_audit(model, x, y, k=s["modtest_k"], seed=s["modtest_seed"], n_random=n_random,
-                                  alpha=s["modtest_alpha"], correction=s["modtest_correction"],
-                                  clusterability=args.clusterability, double_lesion=args.double_lesion,
-                                  double_n_random=args.double_n_random, model_path=name, data_path=data,
-                                  protocol=s["modtest_protocol"], ensemble=s["modtest_ensemble"],
-                                  max_random=s["modtest_max_random"])
+    executor = None
+    if s["modtest_scheduler"] is not None:  # reached before the slow model load (a bounded wait)
+        from modtest.executors.dask import DaskExecutor
+
+        executor = DaskExecutor(s["modtest_scheduler"], timeout=s["modtest_scheduler_timeout"],
+                                trust=s["modtest_trust_model"]).connect()
+    try:
+        model, name = _resolve_model(args.model, s["modtest_trust_model"])
+        report, part, res = run_audit(model, x, y, k=s["modtest_k"], seed=s["modtest_seed"], n_random=n_random,
+                                      alpha=s["modtest_alpha"], correction=s["modtest_correction"],
+                                      clusterability=args.clusterability, double_lesion=args.double_lesion,
+                                      double_n_random=args.double_n_random, model_path=name, data_path=data,
+                                      protocol=s["modtest_protocol"], ensemble=s["modtest_ensemble"],
+                                      max_random=s["modtest_max_random"], executor=executor)
+    finally:
+        if executor is not None:
+            executor.close()
     _print_audit(report, part, res, name)
     if s["modtest_json"]:
         from modtest._io import atomic_write_text

@@ -51,6 +51,18 @@ def _open_unit(v, flag):
     return v
 
 
+def _positive(v, flag):
+    if not v > 0:  # NaN too
+        raise InvalidInput(f"{flag} must be a positive number, got {v:g}")
+    return v
+
+
+def _scheduler(v, flag):
+    from modtest.executors.dask import check_address  # no Dask import: a bad address is found at once
+
+    return check_address(v, flag)
+
+
 def _choice(choices):
     def check(v, flag):
         if v not in choices:
@@ -99,6 +111,13 @@ OPTIONS = (
     Option("modtest_storage", "--modtest-storage", "path", None, "baseline folder (default .modtest/baselines)"),
     Option("modtest_compare_fail", "--modtest-compare-fail", "str", None,
            "comma-separated regression rules for --modtest-compare, e.g. p:10x,important:-2"),
+    Option("modtest_scheduler", "--modtest-scheduler", "str", None,
+           "run probe work units (lesion, visualization, clusterability, double lesion) on the "
+           "dask.distributed cluster at ADDRESS (tcp://host:8786) or of a scheduler file (.json); "
+           "needs the dask extra", cli="--scheduler", check=_scheduler),
+    Option("modtest_scheduler_timeout", "--modtest-scheduler-timeout", "float", 10.0,
+           "seconds to wait for the Dask scheduler and a first worker before failing (default 10)",
+           cli="--scheduler-timeout", check=_positive),
     Option("modtest_prefetch", "--modtest-prefetch", "list", None,
            "comma-separated measures (e.g. importance,output_coherence) whose probe every process (each "
            "xdist worker) joins at session start, sharing its work units through <cache>/workshare"),

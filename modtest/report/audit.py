@@ -24,6 +24,8 @@ def run_audit(model, x, y, *, k: int = DEFAULTS["k"], seed: int = DEFAULTS["seed
     "robust" judges them over ``ensemble`` partitions with controls added up to ``max_random`` where
     a decision is within Monte Carlo error; "paper" uses one partition and ``n_random`` controls.
     ``partition``/``lesion_result`` are those of the first partition (the one at ``seed``).
+    ``executor`` runs the probes' work units (None: here; a :class:`~modtest.executors.dask.DaskExecutor`
+    or ``distributed.Client``: on a Dask cluster; same results).
     """
     from modtest._validation import check_choice, check_data
     from modtest.assertions import _assert_measure
@@ -37,6 +39,10 @@ def run_audit(model, x, y, *, k: int = DEFAULTS["k"], seed: int = DEFAULTS["seed
 
     t_start = time.perf_counter()
     protocol = check_choice("protocol", protocol, PROTOCOLS)
+    if executor is not None:  # one executor for every probe (a Dask client: the model is sent once)
+        from modtest.executors import as_executor
+
+        executor = as_executor(executor)
     adapter = adapt(model)
     x, y = check_data(adapter, x, y)
     defaults = Defaults(k=k, alpha=alpha, seed=seed, data=lambda _m: (x, y), protocol=protocol,
@@ -64,7 +70,7 @@ def run_audit(model, x, y, *, k: int = DEFAULTS["k"], seed: int = DEFAULTS["seed
 
         t = time.perf_counter()
         dl = double_lesion_study(adapter, part, x, y, lesion, n_random=double_n_random, seed=seed,
-                                 progress=progress)
+                                 progress=progress, executor=executor)
         dl["seconds"] = time.perf_counter() - t
     report = build_report(
         source="cli", context=context,

@@ -244,6 +244,15 @@ def test_a_cluster_without_workers_is_one_line():
             DaskExecutor(lc, timeout=0.5).connect()
 
 
+def test_workers_on_another_keras_backend_are_refused(monkeypatch):
+    """Units computed on another backend could differ in their last bits: refused at connection."""
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)  # this process: tensorflow
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=logging.CRITICAL, env={"KERAS_BACKEND": "jax"}) as lc:
+        with pytest.raises(ExecutorError, match="runs Keras backend jax, this process tensorflow.*KERAS_BACKEND="):
+            DaskExecutor(lc, timeout=60).connect()
+
+
 def test_models_without_a_payload_are_refused_in_one_line(executor):
     """A model whose adapter cannot travel (no payload()) is refused before any unit is submitted."""
     from test_adapter_boundary import NumpyAdapter, NumpyMLP

@@ -77,11 +77,12 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def _modtest_version() -> str:
-    """On a worker: the modtest version it runs (units are keyed on it)."""
+def _runtime() -> tuple[str, str]:
+    """(modtest version, Keras backend) of this process: units are keyed on the version, and the
+    last bits of a float depend on the backend (read from the environment: Keras is not imported)."""
     import modtest
 
-    return modtest.__version__
+    return modtest.__version__, os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
 def _compute_units(probe, shell, parcel, items):
@@ -182,23 +183,25 @@ class DaskExecutor:
         return self
 
     def _check_workers(self, client, where: str) -> None:
-        from modtest import __version__
-
         try:
             client.wait_for_workers(1, timeout=self.timeout)
         except (TimeoutError, OSError) as exc:
             raise ExecutorError(f"the Dask cluster at {where} has no worker after {self.timeout:g}s "
                                 f"({_first_line(exc) or 'timeout'}); start one with `dask worker {where}`") from None
         try:
-            versions = client.run(_modtest_version)
+            runtimes = client.run(_runtime)
         except Exception as exc:  # noqa: BLE001 - a worker without modtest fails to unpickle the function
             raise ExecutorError(f"a Dask worker of {where} cannot run modtest ({type(exc).__name__}: "
                                 f"{_first_line(exc)}); install the same modtest on every worker") from None
-        other = {w: v for w, v in versions.items() if v != __version__}
-        if other:
-            w, v = next(iter(other.items()))
-            raise ExecutorError(f"Dask worker {w} runs modtest {v}, this process {__version__}; install the "
-                                f"same version on every worker (units are keyed on it)")
+        here = _runtime()
+        for w, (version, backend) in sorted(runtimes.items()):
+            if version != here[0]:
+                raise ExecutorError(f"Dask worker {w} runs modtest {version}, this process {here[0]}; install "
+                                    f"the same version on every worker (units are keyed on it)")
+            if backend != here[1]:
+                raise ExecutorError(f"Dask worker {w} runs Keras backend {backend}, this process {here[1]}; "
+                                    f"start workers with KERAS_BACKEND={here[1]} (results must not depend on "
+                                    f"where a unit ran)")
 
     def close(self) -> None:
         """Release what was scattered and close the client this executor opened."""

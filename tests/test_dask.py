@@ -154,6 +154,15 @@ def test_units_match_serial_and_workshare_through_the_same_interface(executor, e
     assert WorkShare(tmp_path / "share").map(probe, ctx, units) == serial
 
 
+def test_a_client_is_taken_as_a_dask_executor_and_left_open(executor):
+    from modtest.executors import as_executor
+
+    ex = as_executor(executor.client)
+    assert isinstance(ex, DaskExecutor) and ex.client is executor.client
+    ex.close()
+    assert executor.client.status == "running"  # given, not opened: closing the executor leaves it
+
+
 @pytest.mark.parametrize("n_random", [5, pytest.param(20, marks=pytest.mark.slow)])
 def test_example_audit_is_bit_identical_to_serial(executor, example, n_random):
     """The shipped example, paper protocol with clusterability and double lesions: every row,

@@ -97,7 +97,8 @@ def cmd_cluster(args) -> int:
 
 _AUDIT = ("modtest_k", "modtest_seed", "modtest_json", "modtest_trust_model", "data", "modtest_max_examples",
           "modtest_alpha", "modtest_correction", "modtest_protocol", "modtest_ensemble", "modtest_max_random",
-          "modtest_inconclusive", "modtest_progress", "modtest_html")
+          "modtest_inconclusive", "modtest_progress", "modtest_html", "modtest_scheduler",
+          "modtest_scheduler_timeout")
 
 
 def _clusterability_arg(raw):
@@ -175,19 +176,29 @@ def cmd_audit(args) -> int:
         from modtest.robust import ensemble_quorum
 
         ensemble_quorum(s["modtest_ensemble"])
+    executor = None
+    if s["modtest_scheduler"] is not None:  # reached before the slow model load (a bounded wait)
+        from modtest.executors.dask import DaskExecutor
+
+        executor = DaskExecutor(s["modtest_scheduler"], timeout=s["modtest_scheduler_timeout"],
+                                trust=s["modtest_trust_model"]).connect()
     from modtest.frameworks import adapt
     from modtest.report.audit import run_audit
 
-    model, name = adapt(model_file, trust=s["modtest_trust_model"]), str(model_file)
-    x, y = _audit_data(model, data, s["modtest_max_examples"], preloaded)
-    report, part, res = run_audit(model, x, y, k=s["modtest_k"], seed=s["modtest_seed"], n_random=n_random,
-                                  alpha=s["modtest_alpha"], correction=s["modtest_correction"],
-                                  clusterability=clusterability, double_lesion=args.double_lesion,
-                                  double_n_random=args.double_n_random, model_path=name,
-                                  data_path=data if data is not None else _shipped_data_path(),
-                                  protocol=s["modtest_protocol"], ensemble=s["modtest_ensemble"],
-                                  max_random=s["modtest_max_random"], progress=_reporter(s["modtest_progress"]),
-                                  claims=claims)
+    try:
+        model, name = adapt(model_file, trust=s["modtest_trust_model"]), str(model_file)
+        x, y = _audit_data(model, data, s["modtest_max_examples"], preloaded)
+        report, part, res = run_audit(model, x, y, k=s["modtest_k"], seed=s["modtest_seed"], n_random=n_random,
+                                      alpha=s["modtest_alpha"], correction=s["modtest_correction"],
+                                      clusterability=clusterability, double_lesion=args.double_lesion,
+                                      double_n_random=args.double_n_random, model_path=name,
+                                      data_path=data if data is not None else _shipped_data_path(),
+                                      protocol=s["modtest_protocol"], ensemble=s["modtest_ensemble"],
+                                      max_random=s["modtest_max_random"],
+                                      progress=_reporter(s["modtest_progress"]), claims=claims, executor=executor)
+    finally:
+        if executor is not None:
+            executor.close()
     _print_audit(report, part, res, name)
     if s["modtest_json"]:
         from modtest._io import atomic_write_text

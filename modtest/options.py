@@ -53,6 +53,18 @@ def _open_unit(v, flag):
     return v
 
 
+def _positive(v, flag):
+    if not v > 0:  # NaN too
+        raise InvalidInput(f"{flag} must be a positive number, got {v:g}")
+    return v
+
+
+def _scheduler(v, flag):
+    from modtest.executors.dask import check_address  # no Dask import: a bad address is found at once
+
+    return check_address(v, flag)
+
+
 def _choice(choices):
     def check(v, flag):
         if v not in choices:
@@ -110,6 +122,13 @@ OPTIONS = (
            "progress of probes running longer than 2 s: auto (default: a live line on a terminal, a "
            "heartbeat line every 30 s otherwise or with -q), live, heartbeat or off", cli="--progress",
            check=_choice(PROGRESS_MODES)),
+    Option("modtest_scheduler", "--modtest-scheduler", "str", None,
+           "run probe work units (lesion, visualization, clusterability, double lesion) on the "
+           "dask.distributed cluster at ADDRESS (tcp://host:8786) or of a scheduler file (.json); "
+           "needs the dask extra", cli="--scheduler", check=_scheduler),
+    Option("modtest_scheduler_timeout", "--modtest-scheduler-timeout", "float", 10.0,
+           "seconds to wait for the Dask scheduler and a first worker before failing (default 10)",
+           cli="--scheduler-timeout", check=_positive),
     Option("modtest_prefetch", "--modtest-prefetch", "list", None,
            "comma-separated measures (e.g. importance,output_coherence) whose probe every process (each "
            "xdist worker) joins at session start, sharing its work units through <cache>/workshare"),

@@ -35,6 +35,10 @@ def as_executor(executor):
     """None (serial), an executor, a workshare folder path, or a Dask client/address -> an executor."""
     if executor is None:
         return SERIAL
+    if type(executor).__module__.split(".")[0] == "distributed":  # a Client or a cluster (its .map is Dask's)
+        from modtest.executors.dask import DaskExecutor
+
+        return DaskExecutor(executor)
     if hasattr(executor, "map") and callable(executor.map) and not isinstance(executor, (str, os.PathLike)):
         return executor
     if isinstance(executor, (str, os.PathLike)):

@@ -131,7 +131,9 @@ def adapt(model, *, trust: bool = False) -> ModelAdapter:
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         entry = _entry_for_path(path)
-        return entry.wrap(entry.load(path, trust=trust))
+        adapter = entry.wrap(entry.load(path, trust=trust))
+        adapter.source_path = str(path.resolve())  # another process may read the same file (Dask workers)
+        return adapter
     for e in _REGISTRY:
         if e.accepts(model):
             return e.wrap(model)

@@ -8,6 +8,7 @@ adapter and registering it (:func:`modtest.frameworks.register_adapter`), not ed
 """
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar, Protocol, Sequence
 
@@ -100,10 +101,93 @@ class ModelAdapter(ABC):
         raise UnsupportedModelError(f"{self.framework} models have no untrained control yet")
 
     # -- travelling between processes (Dask workers) ----------------------------------------------
+    #: the model file this adapter was read from (set by :func:`modtest.frameworks.adapt`), or None
+    source_path: str | None = None
+
     def payload(self) -> bytes:
         """The model as bytes another process can :meth:`from_payload` (same weights, same graph)."""
-        raise UnsupportedModelError(f"{self.framework} models cannot be sent to other processes")
+        raise UnsupportedModelError(f"{self.framework} models cannot be sent to other processes "
+                                    f"(the adapter has no payload())")
 
     @classmethod
     def from_payload(cls, data: bytes, *, trust: bool = False) -> "ModelAdapter":
         raise UnsupportedModelError(f"{cls.framework} models cannot be read from bytes")
+
+    def parcel(self, *, path: bool = False, trust: bool = False) -> "ModelParcel":
+        """This model packed for another process: its :meth:`payload` bytes, or (``path=True``, for a
+        model read from a file) the file's path, which the other process must be able to read."""
+        _LOADED.setdefault(self.fingerprint(), self)  # opened in this process: this very adapter
+        if path and self.source_path is not None:
+            return ModelParcel(type(self), self.fingerprint(), path=str(self.source_path), trust=trust)
+        return ModelParcel(type(self), self.fingerprint(), data=self.payload(), trust=trust)
+
+    def __reduce__(self):
+        # pickled as its payload; unpickling loads it once per process and fingerprint (ModelParcel.open)
+        return _open_parcel, (self.parcel(),)
+
+    def __dask_tokenize__(self):
+        """Dask names an adapter by its content (scattering the same model twice gives one key)."""
+        return ("modtest-model", self.framework, self.fingerprint())
+
+
+def _open_parcel(parcel: "ModelParcel") -> ModelAdapter:
+    return parcel.open()
+
+
+class ModelParcel:
+    """A model on its way to another process: its bytes or a file path, with its fingerprint.
+
+    :meth:`open` loads it at most once per process and fingerprint (a weak cache: a loaded model is
+    shared while anything uses it), and checks that what was loaded has the fingerprint it was sent
+    with, so every process computes on the same weights.
+    """
+
+    def __init__(self, adapter_cls: type, fingerprint: str, *, data: bytes | None = None,
+                 path: str | None = None, trust: bool = False):
+        self.adapter_cls, self.fingerprint = adapter_cls, str(fingerprint)
+        self.data, self.path, self.trust = data, path, bool(trust)
+        self._adapter: ModelAdapter | None = None
+
+    def __repr__(self) -> str:
+        how = f"path={self.path!r}" if self.path is not None else f"{len(self.data or b'')} bytes"
+        return f"ModelParcel({self.adapter_cls.framework}, {self.fingerprint}, {how})"
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_adapter"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._adapter = None
+
+    def __dask_tokenize__(self):
+        return ("modtest-model", self.adapter_cls.framework, self.fingerprint, self.path)
+
+    def open(self) -> ModelAdapter:
+        """The adapter: the one already loaded in this process for this fingerprint, or loaded now."""
+        if self._adapter is None:
+            hit = _LOADED.get(self.fingerprint)
+            if hit is None:
+                hit = self._load()
+                _LOADED[self.fingerprint] = hit
+            self._adapter = hit
+        return self._adapter
+
+    def _load(self) -> ModelAdapter:
+        from modtest.errors import ModelLoadError
+
+        if self.path is not None:
+            from modtest.frameworks import adapt
+
+            adapter = adapt(self.path, trust=self.trust)
+        else:
+            adapter = self.adapter_cls.from_payload(self.data, trust=self.trust)
+        got = adapter.fingerprint()
+        if got != self.fingerprint:
+            where = f"the file {self.path}" if self.path is not None else "the bytes it was sent"
+            raise ModelLoadError(f"the model read from {where} has fingerprint {got}, expected {self.fingerprint}: "
+                                 f"every process must read the same model file")
+        return adapter
+
+
+#: fingerprint -> adapter loaded in this process (a weak cache: an entry lives while the model is used)
+_LOADED: "weakref.WeakValueDictionary[str, ModelAdapter]" = weakref.WeakValueDictionary()

@@ -119,6 +119,9 @@ class ModtestSession:
         self.html_path = vals["modtest_html"][0]
         self.storage_dir = Path(vals["modtest_storage"][0] or (config.rootpath / ".modtest" / "baselines"))
         self.prefetch = self._prefetch_probes(vals["modtest_prefetch"][0] or ())
+        self.scheduler = vals["modtest_scheduler"][0]
+        self.scheduler_timeout = vals["modtest_scheduler_timeout"][0]
+        self.executor = None  # the DaskExecutor of --modtest-scheduler, connected at session start
         self.save_name = vals["modtest_save"][0]
         if self.save_name is not None:
             from modtest.report.storage import check_name
@@ -218,14 +221,18 @@ class ModtestSession:
         from modtest.store import ProbeCache
 
         share = None
-        if self.is_worker:  # xdist worker: splittable probes share units with the others
+        if self.scheduler is not None:  # the cluster runs every process's units (xdist workers too)
+            from modtest.executors.dask import DaskExecutor
+
+            self.executor = DaskExecutor(self.scheduler, timeout=self.scheduler_timeout, trust=self.trust)
+        elif self.is_worker:  # xdist worker: splittable probes share units with the others
             from modtest.executors.workshare import WorkShare
 
             share = WorkShare(self.cache_dir / "workshare")
         defaults = Defaults(k=self.k, alpha=self.alpha, seed=self.seed, data=self.data_for, trust=self.trust,
                             protocol=self.protocol, ensemble=self.ensemble, max_random=self.max_random)
         self.context = AuditContext(defaults, ClaimCollector(self.correction),
-                                    ProbeStore(ProbeCache(self.cache_dir), workshare=share),
+                                    ProbeStore(ProbeCache(self.cache_dir), workshare=share, executor=self.executor),
                                     progress=self._progress_reporter(config))
         if self.compare_name is not None and not self.is_worker:
             from modtest.report.storage import BaselineStorage
@@ -255,6 +262,8 @@ class ModtestSession:
 
         if _context._CURRENT is self.context:
             _context.activate(self._previous_context)
+        if self.executor is not None:
+            self.executor.close()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session):
@@ -271,6 +280,8 @@ class ModtestSession:
             from modtest.plugin.xdist import warm_up_correction
 
             warm_up_correction()
+        if self.executor is not None:
+            self._connect_scheduler()
         if not self.explicit or self.is_worker:
             return
         try:
@@ -325,6 +336,19 @@ class ModtestSession:
             return [self.data_notice]
         return None
 
+    def _connect_scheduler(self) -> None:
+        """--modtest-scheduler: reach the cluster before any test runs (a usage error, exit 4, within
+        about --modtest-scheduler-timeout seconds). The xdist controller, which runs no probe, only
+        checks that it can, before its workers start."""
+        from modtest.options import BY_DEST
+
+        try:
+            self.executor.connect()
+        except ModtestError as exc:
+            raise pytest.UsageError(f"modtest: {BY_DEST['modtest_scheduler'].flag}: {exc}") from None
+        if self.is_controller:
+            self.executor.close()
+
     def pytest_collection_finish(self, session):
         """--modtest-prefetch: every process (each xdist worker, or the single process) joins the
         computation of the session's shared probes before its first test, so ``pytest -n N`` on one
@@ -338,8 +362,11 @@ class ModtestSession:
             model = self.context.adapter(self.get_model())
             x, y = self.data_for(model)
             for probe in self.prefetch:
-                self.context.store.prefetch(probe, model, x, y, self.k, self.seed,
-                                            self.context.defaults.probe_settings(probe, self.alpha),
+                settings = self.context.defaults.probe_settings(probe, self.alpha)
+                if self.executor is not None:  # the cluster shares the units; the cache shares the result
+                    self.context.store.run(probe, model, x, y, self.k, self.seed, settings)
+                    continue
+                self.context.store.prefetch(probe, model, x, y, self.k, self.seed, settings,
                                             workshare=self.cache_dir / "workshare")
         except ModtestError as exc:  # the tests report it themselves; do not crash the worker
             warnings.warn(f"modtest: --modtest-prefetch skipped: {exc}", stacklevel=1)

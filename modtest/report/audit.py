@@ -34,6 +34,8 @@ def run_audit(model, x, y, *, k: int = DEFAULTS["k"], seed: int = DEFAULTS["seed
     where a decision is within Monte Carlo error; "paper" uses one partition and ``n_random``
     controls. ``progress``: a :class:`modtest.progress.Reporter`, False (none) or None (live lines on
     a terminal). ``partition``/``lesion_result`` are those of the first partition.
+    ``executor`` runs the probes' work units (None: here; a :class:`~modtest.executors.dask.DaskExecutor`
+    or ``distributed.Client``: on a Dask cluster; same results).
     """
     from modtest._validation import check_choice, check_data, check_int
     from modtest.assertions import _assert_measure
@@ -56,6 +58,10 @@ def run_audit(model, x, y, *, k: int = DEFAULTS["k"], seed: int = DEFAULTS["seed
     auto_clusterability = clusterability == "auto"
     if not auto_clusterability:
         clusterability = check_int("clusterability", clusterability, minimum=0)
+    if executor is not None:  # one executor for every probe (a Dask client: the model is sent once)
+        from modtest.executors import as_executor
+
+        executor = as_executor(executor)
     adapter = adapt(model)
     x, y = check_data(adapter, x, y)
     defaults = Defaults(k=k, alpha=alpha, seed=seed, data=lambda _m: (x, y), protocol=protocol,
@@ -93,7 +99,8 @@ def run_audit(model, x, y, *, k: int = DEFAULTS["k"], seed: int = DEFAULTS["seed
             from modtest.probes.double_lesion import double_lesion_study
 
             t = time.perf_counter()
-            dl = double_lesion_study(adapter, part, x, y, lesion, n_random=double_n_random, seed=seed)
+            dl = double_lesion_study(adapter, part, x, y, lesion, n_random=double_n_random, seed=seed,
+                                     progress=context.progress, executor=executor)
             dl["seconds"] = time.perf_counter() - t
     report = build_report(
         source="cli", context=context,

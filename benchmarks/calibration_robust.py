@@ -72,8 +72,10 @@ def main(argv=None) -> int:
                                   partitions=null_partitions(template, i), progress=False)
         for m in outcomes:
             outcomes[m].append(res.network[m]["verdict"])
-        if (i + 1) % 20 == 0:
-            print(f"  [{time.perf_counter() - t0:6.0f}s] {i + 1} null replicates", flush=True)
+        if (i + 1) % 10 == 0:
+            tally = "; ".join(f"{m}: pass {vs.count('pass')}, fail {vs.count('fail')}, "
+                              f"inconclusive {vs.count('inconclusive')}" for m, vs in outcomes.items())
+            print(f"  [{time.perf_counter() - t0:6.0f}s] {i + 1} null replicates ({tally})", flush=True)
     print(f"\nNull (shipped digits MLP, sub-clusters replaced by random same-size sets, R={args.ensemble}, "
           f"alpha={args.alpha}), {args.replicates} replicates:")
     print("| claim | pass (false positives) | 95% interval | fail | inconclusive |")

@@ -116,6 +116,9 @@ def spectral_labels(adjacency, k: int, seed: int, n_init: int = 25) -> np.ndarra
 #: Above this many nodes the shift-invert ARPACK path (a sparse LU of the Laplacian) runs out of
 #: memory on ResNet-sized graphs; the large-graph path needs only sparse matrix-vector products.
 LARGE_GRAPH_NODES = 6000
+#: Above this many stored entries the factorisation is slow however few the nodes (VGG-16's 4224
+#: maps with 3.3M entries: 8.8 s of CPU against 5.6 s without it, the same labels).
+LARGE_GRAPH_ENTRIES = 1_000_000
 SOLVERS = ("auto", "arpack", "lanczos")
 
 
@@ -220,7 +223,8 @@ def cluster(model_or_graph, k: int = 12, seed: int = 0, *, n_init: int = 25, sol
     seed : int, seeds ARPACK's start vector and k-means, so the same seed gives the same partition
     n_init : int, k-means restarts (the authors used 25 or more)
     solver : "arpack" (scikit-learn, shift-invert), "lanczos" (no factorisation, for large graphs)
-        or "auto" (lanczos above LARGE_GRAPH_NODES nodes); both give the same labels
+        or "auto" (lanczos above LARGE_GRAPH_NODES nodes or LARGE_GRAPH_ENTRIES stored entries); both
+        give the same labels
     """
     check_choice("solver", solver, SOLVERS)
     graph = model_or_graph if isinstance(model_or_graph, WeightGraph) else build_graph(model_or_graph)
@@ -229,6 +233,7 @@ def cluster(model_or_graph, k: int = 12, seed: int = 0, *, n_init: int = 25, sol
     k = check_k(k, len(usable))
     sub = graph.adjacency if len(usable) == graph.n_nodes else graph.adjacency[usable][:, usable].tocsr()
     labels = -np.ones(graph.n_nodes, dtype=np.int64)
-    large = solver == "lanczos" or (solver == "auto" and len(usable) > LARGE_GRAPH_NODES)
+    large = solver == "lanczos" or (solver == "auto" and (len(usable) > LARGE_GRAPH_NODES
+                                                         or sub.nnz > LARGE_GRAPH_ENTRIES))
     labels[usable] = (spectral_labels_large if large else spectral_labels)(sub, k, seed, n_init)
     return Partition(labels, k, seed, ncut(graph.adjacency, labels), graph, subclusters_of(graph, labels))

@@ -102,3 +102,25 @@ def test_threaded_products_give_the_same_labels():
     one = spectral_labels_large(a, 8, 0, n_init=5, threads=1)
     for threads in (2, 3):
         np.testing.assert_array_equal(spectral_labels_large(a, 8, 0, n_init=5, threads=threads), one)
+
+
+def test_auto_solver_skips_the_factorisation_of_graphs_with_many_entries(monkeypatch):
+    """Few nodes, many entries (VGG-16): the factorisation-free path, with the same labels."""
+    import importlib
+
+    from modtest.graph import WeightGraph
+
+    cl = importlib.import_module("modtest.cluster")  # the module (modtest.cluster is also a function)
+
+    rng = np.random.default_rng(5)
+    block = np.repeat(np.arange(5), 80)  # five planted modules: the eigenvectors are well separated
+    dense = rng.uniform(0, 1, (400, 400)) * np.where(block[:, None] == block[None, :], 1.0, 0.05)
+    a = sp.csr_matrix(np.triu(dense, 1) + np.triu(dense, 1).T)
+    graph = WeightGraph(a, "cnn", ["l"], [400], ["hidden"])
+    used = []
+    real = cl.spectral_labels_large
+    monkeypatch.setattr(cl, "spectral_labels_large", lambda *args, **kw: used.append(1) or real(*args, **kw))
+    monkeypatch.setattr(cl, "LARGE_GRAPH_ENTRIES", a.nnz - 1)
+    auto = cl.cluster(graph, k=5, seed=0)
+    assert used
+    np.testing.assert_array_equal(auto.labels, cl.cluster(graph, k=5, seed=0, solver="arpack").labels)

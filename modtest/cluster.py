@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import os
-
 import warnings
 from dataclasses import dataclass, field
 

@@ -282,6 +282,25 @@ def test_normalisation_folds_like_a_model_folded_by_hand(name):
                                rtol=1e-5)
 
 
+def _stochastic_depth(x):
+    from keras.src.applications.convnext import StochasticDepth
+
+    return StochasticDepth(0.5, name="norm")(x)
+
+
+@pytest.mark.parametrize("norm", [lambda x: L.UnitNormalization(name="norm")(x), _stochastic_depth,
+                                  lambda x: L.Softmax(name="norm")(x)], ids=["unitnorm", "stochastic depth", "softmax"])
+def test_pass_through_layers_leave_the_graph_of_the_model_without_them(norm):
+    """Documented approximations (UnitNormalization, Softmax) and the identity at inference
+    (StochasticDepth): no scale is folded, the graph is that of the same weights without the layer."""
+    m = _chain(norm, seed=3)
+    without = _chain(None)
+    _copy_weights(m, without)
+    g = build_graph(m)
+    assert g.layer_names == ["c1", "c2"] and g.adjacency.nnz > 0
+    np.testing.assert_array_equal(g.adjacency.toarray(), build_graph(without).adjacency.toarray())
+
+
 def test_layerscale_after_a_dense_on_maps_folds_into_the_dense():
     """ConvNeXt's pointwise Dense -> LayerScale."""
     m = randomise_norms(_chain(_layer_scale, dense_maps=True), seed=2)
@@ -419,7 +438,8 @@ def _base(seed=0):
     y = L.BatchNormalization(name="block_bn")(y)
     y = L.Conv2D(4, 1, name="block_project")(L.ReLU()(y))
     x = L.Add()([x, y])
-    inner = keras.Sequential([L.LayerNormalization(name="ln"), L.Conv2D(6, 2, strides=2, name="down")], name="downsample")
+    inner = keras.Sequential([L.LayerNormalization(name="ln"), L.Conv2D(6, 2, strides=2, name="down")],
+                             name="downsample")
     x = inner(x)
     return keras.Model(inp, x, name="base")
 

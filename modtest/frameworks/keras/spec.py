@@ -17,7 +17,6 @@ from modtest.errors import InvalidInput, UnsupportedModelError
 from modtest.frameworks.keras import model as _model
 from modtest.graph import EdgeBlock, GraphSpec, KernelLayout
 
-
 # --------------------------------------------------------------------------------------------
 
 def _check_finite(name: str, arrays) -> None:

@@ -44,8 +44,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from modtest._random import keyed_rng
-from modtest.stats import entropy
 from modtest.errors import InvalidInput, UnsupportedModelError
+from modtest.stats import entropy
 
 __all__ = [
     "render", "unit_activations", "output_probabilities", "entropy", "unit_post_activations",
@@ -482,7 +482,7 @@ def _reduce_units(out, channels_first: bool):
     return ops.mean(out, axis=tuple(range(1, rank - 1)))
 
 
-_FLAT_GRAPHS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_FLAT_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _flat(model):
@@ -629,7 +629,7 @@ def _seed_keys(seed, n):
     raise InvalidInput(f"seed must be an int or a list of one key per objective ({n}), got {seed!r}")
 
 
-_STEP_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
+_STEP_CACHE: OrderedDict[tuple, tuple] = OrderedDict()
 _STEP_CACHE_SIZE = 8
 
 

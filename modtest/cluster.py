@@ -5,7 +5,7 @@ Nodes of degree zero (dead or pruned units) are kept out of the eigenproblem and
 from __future__ import annotations
 
 import functools
-
+import os
 import warnings
 from dataclasses import dataclass, field
 
@@ -48,19 +48,38 @@ class Partition:
 
 
 def ncut(adjacency, labels) -> float:
-    """Sum over clusters of cut(X, rest) / vol(X); nodes labelled -1 are ignored. In [0, k]."""
+    """Sum over clusters of cut(X, rest) / vol(X); nodes labelled -1 are ignored. In [0, k].
+
+    A cluster's inner weight is the sum of the stored entries with both ends in it, taken in CSR
+    order: the same numbers, summed in the same order, as ``a[mask][:, mask].sum()`` (which copies
+    the sub-matrix: slow on graphs with tens of millions of edges).
+    """
     import scipy.sparse as sp
 
     a = sp.csr_matrix(adjacency)
+    if not a.has_canonical_format:
+        a = a.copy()
+        a.sum_duplicates()
     labels = np.asarray(labels)
     deg = np.asarray(a.sum(axis=1)).ravel()
+    small = labels.size and labels.min() >= -1 and labels.max() < 2**15
+    lab = labels.astype(np.int16 if small else np.int64)  # int16: a radix sort below
+    row_label = np.repeat(lab, np.diff(a.indptr))
+    inner = np.flatnonzero(row_label == lab[a.indices])
+    inner_label = row_label[inner]
+    del row_label
+    order = np.argsort(inner_label, kind="stable")  # by cluster, CSR order kept within each
+    values, sorted_label = a.data[inner[order]], inner_label[order]
+    clusters = np.unique(labels[labels >= 0])
+    bounds = zip(np.searchsorted(sorted_label, clusters, side="left"),
+                 np.searchsorted(sorted_label, clusters, side="right"))
     total = 0.0
-    for c in np.unique(labels[labels >= 0]):
+    for c, (lo, hi) in zip(clusters, bounds):
         mask = labels == c
         vol = deg[mask].sum()
         if vol <= 0:
             continue
-        within = a[mask][:, mask].sum()
+        within = values[lo:hi].sum()
         total += (vol - within) / vol
     return float(total)
 
@@ -96,6 +115,9 @@ def spectral_labels(adjacency, k: int, seed: int, n_init: int = 25) -> np.ndarra
 #: Above this many nodes the shift-invert ARPACK path (a sparse LU of the Laplacian) runs out of
 #: memory on ResNet-sized graphs; the large-graph path needs only sparse matrix-vector products.
 LARGE_GRAPH_NODES = 6000
+#: Above this many stored entries the factorisation is slow however few the nodes (VGG-16's 4224
+#: maps with 3.3M entries: 8.8 s of CPU against 5.6 s without it, the same labels).
+LARGE_GRAPH_ENTRIES = 1_000_000
 SOLVERS = ("auto", "arpack", "lanczos")
 
 
@@ -105,12 +127,49 @@ def _sign_flip(u: np.ndarray) -> np.ndarray:
     return u * np.sign(u[np.arange(u.shape[0]), idx])[:, None]
 
 
-def spectral_labels_large(adjacency, k: int, seed: int, n_init: int = 25) -> np.ndarray:
+#: Graphs with at least this many stored entries get their matrix-vector products on several threads.
+THREADED_MATVEC_NNZ = 2_000_000
+
+
+def _threads() -> int:
+    try:
+        return max(1, min(4, len(os.sched_getaffinity(0))))
+    except AttributeError:  # not on Linux
+        return max(1, min(4, os.cpu_count() or 1))
+
+
+def _row_blocks_operator(m, threads: int, pool):
+    """``m`` as a LinearOperator whose product runs on ``threads`` row blocks at once (scipy's sparse
+    product releases the GIL). Every row is summed exactly as in ``m @ x``: the same vector."""
+    from scipy.sparse.linalg import LinearOperator
+
+    n = m.shape[0]
+    cuts = np.searchsorted(m.indptr, np.linspace(0, m.nnz, threads + 1)[1:-1]).tolist()
+    bounds = [0, *cuts, n]
+    blocks = [(lo, hi, m[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+
+    def matvec(x):
+        x = np.asarray(x, dtype=np.float64).ravel()
+        y = np.empty(n)
+
+        def run(block):
+            lo, hi, rows = block
+            y[lo:hi] = rows @ x
+
+        list(pool.map(run, blocks))
+        return y
+
+    return LinearOperator(m.shape, matvec=matvec, dtype=np.float64)
+
+
+def spectral_labels_large(adjacency, k: int, seed: int, n_init: int = 25, *, threads: int | None = None) -> np.ndarray:
     """The same algorithm as :func:`spectral_labels` without factorising the Laplacian.
 
     The k smallest eigenvectors of L_sym = I - D^-1/2 A D^-1/2 are the k largest of
     D^-1/2 A D^-1/2, which ARPACK finds from matrix-vector products alone. Embedding, sign flip,
     random stream and k-means follow scikit-learn step by step, so labels equal its ARPACK path.
+    ``threads`` (default: up to 4 usable cores on graphs of ``THREADED_MATVEC_NNZ`` entries or more)
+    splits each product by rows; the labels are the same for any number.
     """
     import scipy.sparse as sp
     from scipy.sparse.linalg import eigsh
@@ -121,9 +180,19 @@ def spectral_labels_large(adjacency, k: int, seed: int, n_init: int = 25) -> np.
     rs = check_random_state(seed)
     v0 = rs.uniform(-1, 1, a.shape[0])  # sklearn's _init_arpack_v0: same draw, same order
     dd = np.sqrt(np.asarray(a.sum(axis=1)).ravel())
-    inv = sp.diags(1.0 / dd)
-    m = (inv @ a @ inv).tocsr()
-    vals, vecs = eigsh(m, k=k, which="LA", v0=v0, tol=0)
+    inv = 1.0 / dd
+    # D^-1/2 A D^-1/2 entry by entry, the products in the order of inv @ a @ inv (no matrix products)
+    m = sp.csr_matrix(((np.repeat(inv, np.diff(a.indptr)) * a.data) * inv[a.indices], a.indices, a.indptr),
+                      shape=a.shape)
+    if threads is None:
+        threads = _threads() if m.nnz >= THREADED_MATVEC_NNZ else 1
+    if threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:
+            vals, vecs = eigsh(_row_blocks_operator(m, threads, pool), k=k, which="LA", v0=v0, tol=0)
+    else:
+        vals, vecs = eigsh(m, k=k, which="LA", v0=v0, tol=0)
     vecs = vecs[:, np.argsort(-vals)]  # ascending Laplacian eigenvalues
     maps = _sign_flip(vecs.T / dd).T
     with _one_openmp_thread():
@@ -153,15 +222,17 @@ def cluster(model_or_graph, k: int = 12, seed: int = 0, *, n_init: int = 25, sol
     seed : int, seeds ARPACK's start vector and k-means, so the same seed gives the same partition
     n_init : int, k-means restarts (the authors used 25 or more)
     solver : "arpack" (scikit-learn, shift-invert), "lanczos" (no factorisation, for large graphs)
-        or "auto" (lanczos above LARGE_GRAPH_NODES nodes); both give the same labels
+        or "auto" (lanczos above LARGE_GRAPH_NODES nodes or LARGE_GRAPH_ENTRIES stored entries); both
+        give the same labels
     """
     check_choice("solver", solver, SOLVERS)
     graph = model_or_graph if isinstance(model_or_graph, WeightGraph) else build_graph(model_or_graph)
     seed = check_seed(seed)
     usable = np.flatnonzero(graph.degrees > 0)
     k = check_k(k, len(usable))
-    sub = graph.adjacency[usable][:, usable].tocsr()
+    sub = graph.adjacency if len(usable) == graph.n_nodes else graph.adjacency[usable][:, usable].tocsr()
     labels = -np.ones(graph.n_nodes, dtype=np.int64)
-    large = solver == "lanczos" or (solver == "auto" and len(usable) > LARGE_GRAPH_NODES)
+    large = solver == "lanczos" or (solver == "auto" and (len(usable) > LARGE_GRAPH_NODES
+                                                         or sub.nnz > LARGE_GRAPH_ENTRIES))
     labels[usable] = (spectral_labels_large if large else spectral_labels)(sub, k, seed, n_init)
     return Partition(labels, k, seed, ncut(graph.adjacency, labels), graph, subclusters_of(graph, labels))

@@ -34,9 +34,13 @@ class ClusterabilityResult:
         return asdict(self)
 
 
-def shuffle_kernels(kernels: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Permute every kernel's entries within its layer (same weight distribution, no structure)."""
-    return {n: rng.permutation(k.ravel()).reshape(k.shape) for n, k in kernels.items()}
+def shuffle_kernels(kernels: dict, rng: np.random.Generator) -> dict:
+    """Permute every kernel's entries within its layer (same weight distribution, no structure); a
+    separable layer's two kernels (a tuple) are each permuted within themselves."""
+    def shuffle(k):
+        return rng.permutation(k.ravel()).reshape(k.shape)
+
+    return {n: tuple(shuffle(a) for a in k) if isinstance(k, tuple) else shuffle(k) for n, k in kernels.items()}
 
 
 class ClusterabilityProbe(Probe):

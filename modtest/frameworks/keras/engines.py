@@ -47,7 +47,8 @@ _PER_CHANNEL = ("BatchNormalization", "Activation", "ReLU", "LeakyReLU", "ELU", 
                 "GaussianDropout", "AlphaDropout", "Identity", "MaxPooling1D", "MaxPooling2D",
                 "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
                 "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D",
-                "Cropping3D")
+                "Cropping3D", "Rescaling", "Normalization", "LayerScale", "Scale", "Elementwise",
+                "StochasticDepth", "UpSampling1D", "UpSampling2D", "UpSampling3D")
 #: Built-in activations applied elementwise (the fast engine needs that to mask after them).
 _ELEMENTWISE = {"linear", "relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "silu", "swish",
                 "sigmoid", "hard_sigmoid", "hard_silu", "hard_swish", "tanh", "softplus", "softsign",
@@ -60,13 +61,13 @@ _ELEMENTWISE = {"linear", "relu", "relu6", "leaky_relu", "elu", "selu", "gelu", 
 # --------------------------------------------------------------------------------------------
 
 def _unit_layer(model, name: str):
-    try:
-        layer = model.get_layer(name)
-    except ValueError:
-        raise InvalidInput(f"model has no layer named {name!r}") from None
-    if getattr(layer, "kernel", None) is None:
+    """The unit layer called ``name`` (``outer/inner`` inside a nested model) and its kernel access."""
+    from modtest.frameworks.keras.model import get_layer, unit_kernel
+
+    layer = get_layer(model, name)
+    if getattr(layer, "kernel", None) is None and getattr(layer, "pointwise_kernel", None) is None:
         raise UnsupportedModelError(f"layer {name!r} ({type(layer).__name__}) has no kernel to lesion")
-    return layer
+    return layer, unit_kernel(layer)
 
 
 def _check_units(units, width: int, layer: str) -> np.ndarray:
@@ -83,27 +84,29 @@ def lesioned(model, layer: str, units, *, keep_bias: bool = False):
 
     Sets ``kernel[..., units]`` (all weights incoming to the units) and ``bias[units]`` to 0, or
     keeps the bias with ``keep_bias=True``. The original values are restored on exit, also when the
-    block raises.
+    block raises. Which weights are a unit's incoming ones depends on the layer: a depthwise
+    kernel's slice ``[..., c, m]`` for output map ``c * multiplier + m``, a separable layer's
+    pointwise column, a transposed convolution's ``kernel[..., u, :]``
+    (:func:`modtest.frameworks.keras.model.unit_kernel`).
 
     Parameters
     ----------
     model : keras.Model
-    layer : str, name of a Dense or Conv layer
+    layer : str, name of a unit layer (``outer/inner`` for a layer of a nested model)
     units : array_like of int, shape (m,), output units (neurons or feature maps) to lesion
     keep_bias : bool, keep the lesioned units' biases
     """
     import keras
 
-    lay = _unit_layer(model, layer)
-    width = int(lay.kernel.shape[-1])
-    u = _check_units(units, width, layer)
+    lay, (kernel, view) = _unit_layer(model, layer)
+    k = keras.ops.convert_to_numpy(kernel)
+    u = _check_units(units, int(view(k).shape[-1]), layer)
     saved = []
     try:
-        k = keras.ops.convert_to_numpy(lay.kernel)
-        saved.append((lay.kernel, k))
-        k2 = k.copy()
-        k2[..., u] = 0
-        lay.kernel.assign(k2)
+        saved.append((kernel, k))
+        k2 = np.array(k, copy=True, order="C")
+        view(k2)[..., u] = 0  # a view: writes into k2
+        kernel.assign(k2)
         if getattr(lay, "bias", None) is not None and not keep_bias:
             b = keras.ops.convert_to_numpy(lay.bias)
             saved.append((lay.bias, b))
@@ -192,26 +195,18 @@ class _Split:
         self.n_inputs = n_inputs
 
 
-def _graph_function(model):
-    """The functional graph behind ``model`` (a Sequential keeps one in ``_functional``)."""
-    import keras
+def _build_split(graph, node, end=None) -> _Split | None:
+    """Build prefix and suffix models around ``node``'s output; None when it does not reach the output.
 
-    if isinstance(model, keras.Sequential):
-        return getattr(model, "_functional", None)
-    return model if hasattr(model, "_nodes_by_depth") else None
-
-
-def _build_split(graph, layer, end=None) -> _Split | None:
-    """Build prefix and suffix models around ``layer``'s output; None when it does not reach the output.
-
-    Walks the graph's nodes in topological order from ``layer``'s output tensor, calling the same
-    layer objects on new symbolic inputs; a tensor the suffix reads that is not downstream of
-    ``layer`` (a skip connection) becomes an extra suffix input.
+    Walks the graph's nodes in topological order from the output tensor of ``node`` (a unit layer's
+    node in ``graph``), calling the same layer objects on new symbolic inputs; a tensor the suffix
+    reads that is not downstream of it (a skip connection) becomes an extra suffix input.
     """
     import keras
     from keras import tree
 
-    start = layer.output
+    layer = node.operation
+    start = node.outputs[0]
     new_start = keras.Input(shape=tuple(start.shape[1:]), dtype=start.dtype)
     td = {id(start): new_start}
     side_orig, side_new = [], []
@@ -271,14 +266,17 @@ class FastEngine(ReferenceEngine):
         super().__init__(model, x, keep_bias=keep_bias, batch_size=batch_size)
         self.max_elements = int(max_elements)
         self._ref = ReferenceEngine(model, x, keep_bias=keep_bias, batch_size=batch_size)
+        from modtest.frameworks.keras.model import flat_graph
+
         try:
             clone = keras.models.clone_model(model)
             clone.set_weights(model.get_weights())
-            graph = _graph_function(clone)
+            flat = flat_graph(clone)  # nested models spliced in: every unit layer can be split at
         except Exception:  # noqa: BLE001 - any model Keras cannot clone uses the reference path
-            clone, graph = None, None
+            clone, flat = None, None
         self.clone = clone
-        self._graph = graph
+        self._flat = flat
+        self._graph = None if flat is None else flat.model
         self._splits: dict[str, _Split | None | bool] = {}
         self.cache_bytes = int(cache_bytes)
         self._lru: OrderedDict = OrderedDict()  # ("layer", name) -> ((prefix arrays, increments), bytes)
@@ -303,13 +301,13 @@ class FastEngine(ReferenceEngine):
         """The split at ``layer``, None if the layer cannot reach the output, False if unsplittable."""
         if layer not in self._splits:
             split = False
-            if self._graph is not None:
-                lay = self.clone.get_layer(layer)
+            if self._graph is not None and layer in self._flat.nodes:
+                lay = self._flat.nodes[layer].operation
                 act = getattr(lay, "activation", None)
                 act_name = getattr(act, "__name__", None)
                 if act is None or act_name in _ELEMENTWISE:
                     try:
-                        split = _build_split(self._graph, lay)
+                        split = _build_split(self._graph, self._flat.nodes[layer])
                     except Exception:  # noqa: BLE001 - unusual topology: reference fallback
                         split = False
             self._splits[layer] = split
@@ -328,7 +326,7 @@ class FastEngine(ReferenceEngine):
         if layer in self._inc:
             return self._inc[layer]
         self._inc[layer] = None
-        from modtest.frameworks.keras.model import CONV_TYPES, layer_graph
+        from modtest.frameworks.keras.model import CONV_TYPES, layer_graph, unit_width
 
         split = self._split(layer)
         if not split or split.n_inputs != 1:
@@ -346,29 +344,29 @@ class FastEngine(ReferenceEngine):
             if kind not in _PER_CHANNEL:
                 return None
             name = cons[0]
-        lay, lay2 = self.clone.get_layer(layer), self.clone.get_layer(cons[0])
+        lay, lay2 = lg.layers[layer].layer, lg.layers[cons[0]].layer
         if getattr(lay2, "groups", 1) != 1 or getattr(lay2, "padding", "valid") == "causal" \
                 or getattr(lay2, "data_format", "channels_last") != "channels_last" \
                 or getattr(lay, "data_format", "channels_last") != "channels_last" \
-                or int(lay2.kernel.shape[-2]) != int(lay.kernel.shape[-1]):
+                or int(lay2.kernel.shape[-2]) != unit_width(lay):
             return None
         act2 = getattr(lay2, "activation", None)
-        split2 = self._split(lay2.name)
+        split2 = self._split(cons[0])
         if not split2 or split2.n_inputs != 1 or (act2 is not None and getattr(act2, "__name__", None)
                                                    not in _ELEMENTWISE):
             return None
         try:
-            chain = _build_split(self._graph, lay, end=lay2.input).suffix
+            chain = _build_split(self._graph, self._flat.nodes[layer], end=self._flat.input(cons[0])).suffix
         except Exception:  # noqa: BLE001
             return None
         # a batch norm right after a linear L2 is affine per channel: folded into the increments,
         # the compiled call then starts after it (one pass less over the biggest tensor)
         bn, after = None, split2
-        cons2 = lg.consumers(lay2.name)
+        cons2 = lg.consumers(cons[0])
         if (act2 is None or getattr(act2, "__name__", None) == "linear") and len(cons2) == 1 \
                 and lg.layers[cons2[0]].kind == "BatchNormalization":
-            bn = self.clone.get_layer(cons2[0])
-            split_bn = self._split(bn.name) if bn.axis in (-1, len(bn.input.shape) - 1) else False
+            bn = lg.layers[cons2[0]].layer
+            split_bn = self._split(cons2[0]) if bn.axis in (-1, len(bn.input.shape) - 1) else False
             if split_bn and split_bn.n_inputs == 1:
                 after = split_bn
             else:
@@ -452,8 +450,10 @@ class FastEngine(ReferenceEngine):
         """Output of a lesioned unit: activation(bias) or activation(0), shape (C,)."""
         import keras
 
-        lay = self.clone.get_layer(layer)
-        width = int(lay.kernel.shape[-1])
+        from modtest.frameworks.keras.model import get_layer, unit_width
+
+        lay = get_layer(self.clone, layer)
+        width = unit_width(lay)
         if self.keep_bias and getattr(lay, "bias", None) is not None:
             b = keras.ops.convert_to_numpy(lay.bias).astype(np.float32)
         else:

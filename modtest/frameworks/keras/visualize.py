@@ -37,14 +37,15 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 
 from modtest._random import keyed_rng
-from modtest.stats import entropy
 from modtest.errors import InvalidInput, UnsupportedModelError
+from modtest.stats import entropy
 
 __all__ = [
     "render", "unit_activations", "output_probabilities", "entropy", "unit_post_activations",
@@ -448,8 +449,10 @@ def image_shape_for(model, image_shape=None) -> tuple[int, int, int]:
 
 def _resolve_layers(model, names, resolve: bool) -> dict[str, str]:
     """Unit layer name -> the layer whose output is its post-activation."""
+    from modtest.frameworks.keras.model import layer_graph
+
     out = {}
-    known = {layer.name for layer in model.layers}
+    known = set(layer_graph(model).layers)
     for name in names:
         if name not in known:
             raise InvalidInput(f"model has no layer named {name!r}")
@@ -463,7 +466,9 @@ def _resolve_layers(model, names, resolve: bool) -> dict[str, str]:
 
 
 def _unit_axis_first(model, name) -> bool:
-    return getattr(model.get_layer(name), "data_format", "channels_last") == "channels_first"
+    from modtest.frameworks.keras.model import get_layer
+
+    return getattr(get_layer(model, name), "data_format", "channels_last") == "channels_first"
 
 
 def _reduce_units(out, channels_first: bool):
@@ -477,14 +482,33 @@ def _reduce_units(out, channels_first: bool):
     return ops.mean(out, axis=tuple(range(1, rank - 1)))
 
 
+_FLAT_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _flat(model):
+    """``model``'s flattened graph (nested models spliced in), built once per model: flattening
+    calls the inner layers again, which a model's every extractor need not repeat."""
+    from modtest.frameworks.keras.model import flat_graph, graph_function
+
+    flat = _FLAT_GRAPHS.get(model)
+    if flat is None:
+        flat = flat_graph(model)
+        if flat is None:
+            raise UnsupportedModelError(f"cannot read internal layers of {model.name}: it has no functional graph")
+        if flat.model is not graph_function(model):  # a new model: keep it (the model's own graph
+            _FLAT_GRAPHS[model] = flat             # would keep the weak key alive)
+    return flat
+
+
 def _extractor(model, act_names: list[str], with_output: bool):
     import keras
 
-    outputs = [model.get_layer(n).output for n in act_names]
-    if with_output:
-        outputs.append(model.outputs[0])
+    flat = _flat(model)
     try:
-        return keras.Model(model.inputs, outputs)
+        outputs = [flat.output(n) for n in act_names]
+        if with_output:
+            outputs.append(flat.model.outputs[0])
+        return keras.Model(flat.model.inputs, outputs)
     except Exception as exc:  # noqa: BLE001
         raise UnsupportedModelError(f"cannot read internal layers of {model.name}: {exc}") from None
 
@@ -605,7 +629,7 @@ def _seed_keys(seed, n):
     raise InvalidInput(f"seed must be an int or a list of one key per objective ({n}), got {seed!r}")
 
 
-_STEP_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
+_STEP_CACHE: OrderedDict[tuple, tuple] = OrderedDict()
 _STEP_CACHE_SIZE = 8
 
 
@@ -713,7 +737,7 @@ def render(model, objectives, *, steps: int = 256, lr: float = 0.05, param: str 
     firsts = [_unit_axis_first(model, name) for name in layers]
     widths = []
     for name, first in zip(layers, firsts):
-        out_shape = model.get_layer(acts_map[name]).output.shape
+        out_shape = _flat(model).output(acts_map[name]).shape
         widths.append(int(out_shape[1] if first else out_shape[-1]))
     layer_index = {name: i for i, name in enumerate(layers)}
     for i, (layer, units) in enumerate(objs):
@@ -815,6 +839,8 @@ def untrained_control(model, seed: int = 0):
         return cfg
 
     def clone_layer(layer):
+        if isinstance(layer, keras.Model):  # a nested model: its own layers re-initialised too
+            return keras.models.clone_model(layer, clone_function=clone_layer)
         cfg = reseed(layer.get_config(), layer.name)
         return layer.__class__.from_config(cfg)
 

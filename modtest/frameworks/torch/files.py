@@ -330,11 +330,11 @@ def check_model_file(path, *, trust: bool = False) -> None:
 def load_program(path, *, trust: bool = False):
     """The ``torch.export.ExportedProgram`` of a ``.pt2`` file, loaded safely (see the module
     docstring): checked first, every graph node checked again after loading, guard code dropped."""
-    from modtest.frameworks.torch.runtime import import_torch
+    from modtest.frameworks.torch.runtime import SERIALIZER, import_torch
 
     path = Path(path)
     check_model_file(path, trust=trust)
-    torch = import_torch()
+    torch = import_torch(*SERIALIZER)
     import logging
 
     quiet = logging.getLogger("torch._export.serde.serialize")

@@ -62,9 +62,9 @@ def cached_export(module):
 def export_module(module, example=None):
     """Export ``module`` (in eval mode) with ``example`` inputs (array or tensor, (N, ...)); without
     one, the cached export or an inferred input shape. Returns the ``ExportedProgram``."""
-    from modtest.frameworks.torch.runtime import import_torch
+    from modtest.frameworks.torch.runtime import SERIALIZER, import_torch
 
-    torch = import_torch()
+    torch = import_torch(*SERIALIZER)
     key = _weights_key(module)
     hit = _EXPORTS.get(module)
     if example is None:

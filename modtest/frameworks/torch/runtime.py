@@ -10,9 +10,18 @@ installed (no triton kernels for ``torch.compile`` on GPUs in that process), ins
 """
 from __future__ import annotations
 
+import gc
+import importlib
+import logging
+import os
 import sys
 
-__all__ = ["import_torch", "device", "triton_blocked"]
+__all__ = ["import_torch", "device", "triton_blocked", "SERIALIZER"]
+
+#: set to "0" to leave the garbage collector alone (the Keras runtime's switch)
+_GC_ENV = "MODTEST_GC_FREEZE"
+#: what torch.export.save/load/export import on first use
+SERIALIZER = ("torch.export", "torch._export.serde.serialize", "torch.export.pt2_archive._package")
 
 
 def triton_blocked() -> bool:
@@ -20,14 +29,33 @@ def triton_blocked() -> bool:
     return "triton" in sys.modules and sys.modules["triton"] is None
 
 
-def import_torch():
-    """``import torch``, first making triton unimportable when TensorFlow is loaded and triton is not
-    (importing it then would segfault the process; see the module docstring)."""
+def import_torch(*extra: str):
+    """``import torch`` (and the modules ``extra``), first making triton unimportable when TensorFlow is
+    loaded and triton is not (importing it then would segfault the process; see the module docstring).
+
+    Like :func:`modtest.frameworks.keras.runtime.import_keras`, a first import runs with the cyclic
+    garbage collector paused and freezes what it created (``MODTEST_GC_FREEZE=0`` leaves the collector
+    alone): torch's import creates hundreds of thousands of long-lived objects, and
+    ``torch.export``'s serializer pulls in ``torch._dynamo``.
+    """
     if "tensorflow" in sys.modules and "triton" not in sys.modules:
         sys.modules["triton"] = None  # ``import triton`` raises ImportError: torch runs without it
-    import torch
-
-    return torch
+        logging.getLogger("torch.utils.flop_counter").setLevel(logging.ERROR)  # "triton not found"
+    wanted = ("torch",) + extra
+    if all(m in sys.modules for m in wanted) or os.environ.get(_GC_ENV, "1") == "0":
+        for m in wanted:
+            importlib.import_module(m)
+        return sys.modules["torch"]
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for m in wanted:
+            importlib.import_module(m)
+    finally:
+        if enabled:
+            gc.enable()
+    gc.freeze()
+    return sys.modules["torch"]
 
 
 def device():

@@ -36,9 +36,29 @@ import numpy as np
 from modtest._random import keyed_rng
 from modtest.errors import InvalidInput, UnsupportedModelError
 from modtest.frameworks.imaging import (  # noqa: F401 - the transforms and params are public here too
-    PARAMS, Transform, _bilinear, _COLOR_NORMALIZED, _FFTParam, _fit, _grid, _PixelParam, check_objectives,
-    check_render_args, check_units, image_setup, image_shape_from, jitter, optimise, pad, random_rotate,
-    random_scale, resolve_transforms, seed_keys, small_transforms, standard_transforms)
+    _COLOR_NORMALIZED,
+    PARAMS,
+    Transform,
+    _bilinear,
+    _FFTParam,
+    _fit,
+    _grid,
+    _PixelParam,
+    check_objectives,
+    check_render_args,
+    check_units,
+    image_setup,
+    image_shape_from,
+    jitter,
+    optimise,
+    pad,
+    random_rotate,
+    random_scale,
+    resolve_transforms,
+    seed_keys,
+    small_transforms,
+    standard_transforms,
+)
 from modtest.stats import entropy
 
 
@@ -207,7 +227,7 @@ def unit_post_activations(model, layer_name: str, x, *, batch_size: int = 256, r
 # --------------------------------------------------------------------------------------------
 
 
-_STEP_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
+_STEP_CACHE: OrderedDict[tuple, tuple] = OrderedDict()
 _STEP_CACHE_SIZE = 8
 
 

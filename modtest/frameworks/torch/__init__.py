@@ -122,7 +122,7 @@ class TorchAdapter(ModelAdapter):
         return buf.getvalue()
 
     @classmethod
-    def from_payload(cls, data: bytes, *, trust: bool = False) -> "TorchAdapter":
+    def from_payload(cls, data: bytes, *, trust: bool = False) -> TorchAdapter:
         import tempfile
         from pathlib import Path
 

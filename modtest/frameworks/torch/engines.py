@@ -16,8 +16,8 @@ convolution still adds its shift.
   lesion of units S changes L2's pre-activation by L2 applied to the change of those S channels only,
   one batched matrix product (linear) or grouped convolution (conv) over the S channels of every
   variant. Rows whose top-2 output margin is within ``_SCREEN_TOL`` are recomputed through the plain
-  path; equal unit sets are run once. ``torch.compile`` is not used: measured on the digits MLP twin
-  it did not pay for its compile time within one lesion study (docs/torch.md).
+  path; equal unit sets are run once. ``torch.compile`` is not used (a compile per layer and variant
+  shape, and no triton in a process that imported TensorFlow first); its payoff is not measured.
 """
 from __future__ import annotations
 

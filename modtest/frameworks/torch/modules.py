@@ -19,7 +19,7 @@ from modtest.errors import ModelLoadError, UnsupportedModelError
 __all__ = ["export_module", "cached_export", "infer_example_shape"]
 
 #: module -> (weights key, input shape, ExportedProgram): a cache of derived values, not session state
-_EXPORTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_EXPORTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _weights_key(module) -> tuple:

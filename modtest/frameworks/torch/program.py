@@ -164,7 +164,7 @@ class Program:
 
     # ---------------------------------------------------------------- reading
     @classmethod
-    def read(cls, exported, device=None) -> "Program":
+    def read(cls, exported, device=None) -> Program:
         """Read an ``ExportedProgram``: one tensor input, one tensor output, inference mode."""
         from modtest.frameworks.torch.runtime import import_torch
 

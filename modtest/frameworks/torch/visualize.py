@@ -12,8 +12,15 @@ from __future__ import annotations
 import numpy as np
 
 from modtest.errors import InvalidInput
-from modtest.frameworks.imaging import (check_objectives, check_render_args, check_units, image_setup,
-                                        image_shape_from, optimise, seed_keys)
+from modtest.frameworks.imaging import (
+    check_objectives,
+    check_render_args,
+    check_units,
+    image_setup,
+    image_shape_from,
+    optimise,
+    seed_keys,
+)
 from modtest.frameworks.torch.runtime import import_torch
 
 __all__ = ["TorchVisualizer", "activation_node"]

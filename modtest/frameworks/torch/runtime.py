@@ -16,12 +16,24 @@ import logging
 import os
 import sys
 
-__all__ = ["import_torch", "device", "triton_blocked", "SERIALIZER"]
+__all__ = ["import_torch", "device", "triton_blocked", "tensorflow_loaded", "SERIALIZER"]
 
 #: set to "0" to leave the garbage collector alone (the Keras runtime's switch)
 _GC_ENV = "MODTEST_GC_FREEZE"
 #: what torch.export.save/load/export import on first use
 SERIALIZER = ("torch.export", "torch._export.serde.serialize", "torch.export.pt2_archive._package")
+
+
+def tensorflow_loaded() -> bool:
+    """Whether TensorFlow's native library is in this process: imported now, or imported once and
+    dropped from ``sys.modules`` since (pytester restores ``sys.modules`` after each test)."""
+    if "tensorflow" in sys.modules:
+        return True
+    try:
+        with open("/proc/self/maps") as f:
+            return "libtensorflow_framework" in f.read()
+    except OSError:  # not Linux: only sys.modules tells
+        return False
 
 
 def triton_blocked() -> bool:
@@ -38,7 +50,7 @@ def import_torch(*extra: str):
     alone): torch's import creates hundreds of thousands of long-lived objects, and
     ``torch.export``'s serializer pulls in ``torch._dynamo``.
     """
-    if "tensorflow" in sys.modules and "triton" not in sys.modules:
+    if "triton" not in sys.modules and tensorflow_loaded():
         sys.modules["triton"] = None  # ``import triton`` raises ImportError: torch runs without it
         logging.getLogger("torch.utils.flop_counter").setLevel(logging.ERROR)  # "triton not found"
     wanted = ("torch",) + extra

@@ -4,10 +4,10 @@ Reference: the program run with lesioned copies of the weights (compared here wi
 ``module(x)`` on a module whose weights were zeroed by hand). Fast: cached prefixes, masks, stacked
 variants, the incremental path into the next linear or convolution.
 """
+import _torch_models as tm
 import numpy as np
 import pytest
 
-import _torch_models as tm
 from modtest.errors import InvalidInput
 from modtest.frameworks import adapt
 

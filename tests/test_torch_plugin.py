@@ -4,10 +4,9 @@ import json
 import shutil
 from pathlib import Path
 
+import _torch_models as tm
 import numpy as np
 import pytest
-
-import _torch_models as tm
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ("-p", "modtest", "-p", "no:cacheprovider")
@@ -86,22 +85,33 @@ def test_small_suite_serial_and_xdist_agree(pytester, small_model):
     _no_tensorflow(pytester.path)
 
 
-@pytest.mark.slow
-def test_readme_example_suite_on_the_torch_digits_twin(pytester):
-    """examples/test_digits_modularity.py with --model digits_mlp.pt2 (the torch twin of the shipped
-    MLP) and NCHW data: the Keras model's verdicts (importance holds, clusterable, output coherence an
-    expected failure), JSON and HTML, and no TensorFlow in the inner session."""
+@pytest.fixture(scope="module")
+def digits_twin(tmp_path_factory):
+    """digits_mlp.pt2 (the torch twin of the shipped Keras MLP) and digits_nchw.npz. Built in a fixture:
+    pytester restores sys.modules after its test, and TensorFlow imported again in the same process
+    aborts it."""
     import keras
-
     from _torch_twins import torch_twin
+
     from modtest.frameworks.torch import export_module
 
+    folder = tmp_path_factory.mktemp("digits")
     km = keras.saving.load_model(ROOT / "examples" / "digits_mlp.keras")
     data = np.load(ROOT / "examples" / "digits_test.npz")
     twin, to_torch = torch_twin(km)
     xt = to_torch(data["x"])
-    tm.save(export_module(twin, xt), pytester.path / "digits_mlp.pt2")
-    np.savez(pytester.path / "digits_nchw.npz", x=xt, y=data["y"])
+    tm.save(export_module(twin, xt), folder / "digits_mlp.pt2")
+    np.savez(folder / "digits_nchw.npz", x=xt, y=data["y"])
+    return folder
+
+
+@pytest.mark.slow
+def test_readme_example_suite_on_the_torch_digits_twin(digits_twin, pytester):
+    """examples/test_digits_modularity.py with --model digits_mlp.pt2 (the torch twin of the shipped
+    MLP) and NCHW data: the Keras model's verdicts (importance holds, clusterable, output coherence an
+    expected failure), JSON and HTML, and no TensorFlow in the inner session."""
+    for name in ("digits_mlp.pt2", "digits_nchw.npz"):
+        shutil.copy(digits_twin / name, pytester.path)
     shutil.copy(ROOT / "examples" / "test_digits_modularity.py", pytester.path)
     pytester.makeconftest(NO_TF_CONFTEST)
     res = pytester.runpytest_subprocess(*PLUGIN, "--model", "digits_mlp.pt2", "--data", "digits_nchw.npz",

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _torch_twins import torch_twin
+
 from modtest import build_graph, cluster, lesion_study
 from modtest.frameworks import adapt
 

@@ -1,11 +1,12 @@
 """Feature visualization on torch programs: the transforms and parameterizations shared with Keras
 compute the same with numpy, torch and keras.ops; torch autograd renders images that raise their
 objective, deterministically and independently of batching; twins see the same activations."""
+import _torch_models as tm
 import numpy as np
 import pytest
 
-import _torch_models as tm
-from modtest.frameworks import adapt, imaging as I
+from modtest.frameworks import adapt
+from modtest.frameworks import imaging as I
 
 IMG = np.random.default_rng(0).random((3, 9, 7, 2)).astype("float32")
 TRANSFORMS = [I.pad(2), I.pad(1, mode="reflect"), I.pad(1, mode="symmetric"), I.jitter(2),
@@ -34,9 +35,9 @@ def test_gradients_flow_through_transforms_and_fft_param():
         x = t.apply(x, torch.as_tensor(t.sample(np.random.default_rng(2), 1).astype("float32")), 0.5)
     (g,) = torch.autograd.grad(x.sum(), p)
     assert g.shape == p.shape and torch.isfinite(g).all() and g.abs().sum() > 0
-    img = param.to_image(torch.as_tensor(param.init(np.random.default_rng(3))[None])).numpy()
-    np.testing.assert_allclose(img, I.NumpyOps.convert_to_numpy(param.to_image(param.init(np.random.default_rng(3))[None])),
-                               atol=1e-5)
+    start = param.init(np.random.default_rng(3))[None]
+    img = param.to_image(torch.as_tensor(start)).numpy()
+    np.testing.assert_allclose(img, I.NumpyOps.convert_to_numpy(param.to_image(start)), atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +85,7 @@ def test_twins_see_the_same_activations_and_images():
     images, and (no transforms, pixel images) the same rendered images to float precision."""
     from _models import tiny_mlp
     from _torch_twins import torch_twin
+
     from modtest.frameworks.keras import KerasVisualizer
 
     km = tiny_mlp(seed=4, n_in=16)

@@ -86,6 +86,24 @@ def load_data(path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"cannot read data file {path.name}: {type(exc).__name__}: {exc}") from None
 
 
+def _check_layout(adapter, shape: tuple, want: tuple) -> None:
+    """Images in the other layout than the model's (NHWC data for an NCHW torch model, or the
+    reverse): one line saying so and how to transpose."""
+    if len(shape) != 4 or len(want) != 3 or None in want or tuple(shape[1:]) == tuple(want):
+        return
+    first = getattr(adapter, "layout", "channels_last") == "channels_first"
+    other = (want[1], want[2], want[0]) if first else (want[2], want[0], want[1])
+    if tuple(shape[1:]) != other:
+        return
+    if first:
+        raise DataError(f"x has shape {tuple(shape)}, channels last (N, H, W, C), but this "
+                        f"{adapter.framework} model reads channels first (N, C, H, W) = (N, "
+                        f"{', '.join(map(str, want))}); pass x.transpose(0, 3, 1, 2)")
+    raise DataError(f"x has shape {tuple(shape)}, channels first (N, C, H, W), but this {adapter.framework} "
+                    f"model reads channels last (N, H, W, C) = (N, {', '.join(map(str, want))}); pass "
+                    f"x.transpose(0, 2, 3, 1)")
+
+
 def check_data(model, x, y) -> tuple[np.ndarray, np.ndarray]:
     """Check that (x, y) fits ``model`` (a model or adapter): input shape, finite values, integer
     labels in range. One-hot ``y`` is turned into class indices. Returns float32 ``x`` and int64 ``y``.
@@ -93,6 +111,10 @@ def check_data(model, x, y) -> tuple[np.ndarray, np.ndarray]:
     from modtest.frameworks import adapt
 
     adapter = adapt(model)
+    x = np.asarray(x)
+    if x.ndim >= 2 and len(x) and x.dtype != object:
+        adapter.bind_data(x)  # a torch nn.Module is exported with an example from the data
+    _check_layout(adapter, x.shape, tuple(adapter.input_shape))
     return check_data_fits(adapter.input_shape, adapter.n_classes, x, y)
 
 

@@ -264,7 +264,8 @@ def _print_audit(report, part, res, name) -> None:
         pairs = report.double_lesion["pairs"]
         print(f"double lesions:   {len(pairs)} pair(s) of important sub-clusters in different layers")
     print(f"claims ({report.correction} correction, alpha={report.alpha:g}): " + ", ".join(
-        f"{c['measure']} {c['verdict']} (p={c['p_corrected']:.3g})" for c in report.claims))
+        f"{c['measure']} {c['verdict']} (p={'-' if c['p_corrected'] is None else format(c['p_corrected'], '.3g')})"
+        for c in report.claims))
     hints = [h for c in report.claims if c.get("verdict") != "pass" for h in (c.get("hints") or [])]
     for h in dict.fromkeys(hints):  # each once, in order
         print(f"why: {h}")

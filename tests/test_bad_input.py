@@ -40,9 +40,15 @@ def test_savedmodel_directory(tmp_path):
 
 
 def test_unsupported_suffix(tmp_path):
-    p = tmp_path / "model.pt"
+    p = tmp_path / "model.onnx"
     p.write_bytes(b"x")
-    with pytest.raises(ModelLoadError, match=r"unsupported model file 'model.pt'.*\.keras/\.h5") as e:
+    with pytest.raises(ModelLoadError, match=r"unsupported model file 'model.onnx'.*keras: \.keras/\.h5/\.hdf5 .*"
+                                             r"torch: \.pt2 \(export it with torch.export") as e:
+        modtest.load_model(p)
+    one_line(e)
+    p = tmp_path / "model.pt"  # torch's suffix: said what it holds and how to export a .pt2
+    p.write_bytes(b"x")
+    with pytest.raises(ModelLoadError, match=r"model.pt is not a torch file modtest knows; export it") as e:
         modtest.load_model(p)
     one_line(e)
 

@@ -29,19 +29,22 @@ class _Entry:
     check: Callable[..., Any] | None = None  # (path, trust=...) -> None: cheap file checks, no import
     hint: str = ""  # how to save a model of this framework as a file modtest reads
     signature: Callable[..., Any] | None = None  # path -> (input_shape, n_classes) or None, no import
+    reads: tuple[str, ...] | None = None  # the suffixes it reads (None: all of ``suffixes``); the
+    # others are recognised to be refused with a precise message (a torch state dict in a .pt)
 
 
 _REGISTRY: list[_Entry] = []
 
 
 def register_adapter(framework: str, *, accepts, wrap, suffixes=(), load=None, check=None, hint="",
-                     signature=None) -> None:
+                     signature=None, reads=None) -> None:
     """Register (or replace) the adapter of ``framework``; the newest registration is tried first.
     ``signature(path)``, optional, reads a model file's input shape and output width without
-    importing the framework (``(input_shape, n_classes)``, or None when the file does not say)."""
+    importing the framework (``(input_shape, n_classes)``, or None when the file does not say).
+    ``reads`` lists the suffixes it reads when ``suffixes`` also holds some it only recognises."""
     _REGISTRY[:] = [e for e in _REGISTRY if e.framework != framework]
     _REGISTRY.insert(0, _Entry(framework, accepts, wrap, tuple(s.lower() for s in suffixes), load, check, hint,
-                               signature))
+                               signature, None if reads is None else tuple(s.lower() for s in reads)))
 
 
 def _module_of(obj) -> str:
@@ -75,19 +78,45 @@ def _builtin() -> None:
                      hint="load it with Keras and save it with model.save('model.keras')",
                      signature=keras_signature)
 
+    def torch_load(path, trust=False):
+        from modtest.frameworks.torch.files import load_program
+
+        return load_program(path, trust=trust)
+
+    def torch_wrap(model):
+        from modtest.frameworks.torch import TorchAdapter
+
+        return TorchAdapter(model)
+
+    def torch_check(path, trust=False):
+        from modtest.frameworks.torch.files import check_model_file as check
+
+        check(path, trust=trust)
+
+    def torch_accepts(model) -> bool:
+        mods = _module_of(model).split()
+        if any(m.startswith("keras") for m in mods):
+            return False  # Keras' torch backend makes Keras models torch modules too
+        return "torch.nn.modules.module" in mods or "torch.export.exported_program" in mods
+
+    register_adapter("torch", accepts=torch_accepts, wrap=torch_wrap, suffixes=(".pt2", ".pt", ".pth"),
+                     reads=(".pt2",), load=torch_load, check=torch_check,
+                     hint="export it with torch.export.export(model.eval(), (x,)) and save it with "
+                          "torch.export.save(program, 'model.pt2')")
+
 
 _builtin()
 
 
 def supported_suffixes() -> tuple[str, ...]:
     """The model-file suffixes the registered adapters read."""
-    return tuple(s for e in _REGISTRY for s in e.suffixes)
+    return tuple(s for e in _REGISTRY for s in (e.suffixes if e.reads is None else e.reads))
 
 
 def _how_to_convert() -> str:
     """What model files modtest reads and how to write one, per registered framework."""
-    return "; ".join(f"{e.framework}: {'/'.join(e.suffixes)}" + (f" ({e.hint})" if e.hint else "")
-                     for e in reversed(_REGISTRY) if e.suffixes)
+    return "; ".join(f"{e.framework}: {'/'.join(e.suffixes if e.reads is None else e.reads)}"
+                     + (f" ({e.hint})" if e.hint else "") for e in reversed(_REGISTRY) if e.suffixes)
 
 
 def _entry_for_path(path: Path) -> _Entry:

@@ -72,6 +72,10 @@ class ModelAdapter(ABC):
     def compute_fingerprint(self) -> str:
         """The content hash (see :meth:`fingerprint`)."""
 
+    def bind_data(self, x) -> None:
+        """Take example inputs from the data (a torch ``nn.Module`` is exported with them); most
+        adapters need none."""
+
     # -- the graph -----------------------------------------------------------------------------
     @abstractmethod
     def graph_spec(self):

@@ -159,8 +159,8 @@ def main(argv=None) -> int:
     from modtest._examples import EXAMPLE_DATA, EXAMPLE_MODEL
     from modtest._validation import check_data, load_data
     from modtest.cluster import cluster
-    from modtest.probes.lesion import lesion_study
     from modtest.frameworks.keras.model import load_model
+    from modtest.probes.lesion import lesion_study
     from modtest.stats import binomial_interval
 
     t_all = time.perf_counter()

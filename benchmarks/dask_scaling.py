@@ -41,7 +41,6 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
-
 from _machine import machine  # noqa: E402
 
 CONFTEST = textwrap.dedent('''

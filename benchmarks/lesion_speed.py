@@ -30,8 +30,8 @@ def main(argv=None) -> int:
 
     from modtest._examples import EXAMPLE_CNN, EXAMPLE_DATA, EXAMPLE_MODEL
     from modtest.cluster import cluster
-    from modtest.probes.lesion import lesion_study
     from modtest.frameworks.keras.model import load_model
+    from modtest.probes.lesion import lesion_study
 
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
           f"os.cpu_count()={os.cpu_count()}, python {platform.python_version()}, "

@@ -105,8 +105,8 @@ def main(argv=None) -> int:
     if args.cache_bytes:
         kw["cache_bytes"] = args.cache_bytes
     t0 = time.perf_counter()
-    res = lesion_study(model, chosen, x, y, n_random=args.n_random, seed=0, engine="fast",
-                       batch_size=args.batch_size, progress=False, **kw)
+    lesion_study(model, chosen, x, y, n_random=args.n_random, seed=0, engine="fast",
+                 batch_size=args.batch_size, progress=False, **kw)
     t_fast = time.perf_counter() - t0
 
     # reference engine on a few lesions, checked against the fast engine's labels

@@ -104,7 +104,7 @@ VIS_WORKER = textwrap.dedent('''
 
 def _load() -> str:
     try:
-        return "load average %.1f" % os.getloadavg()[0]
+        return f"load average {os.getloadavg()[0]:.1f}"
     except OSError:
         return "load average ?"
 

@@ -16,7 +16,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-
 from digits import accuracy, digits_split, train_cnn, train_mlp  # noqa: E402
 
 
@@ -36,7 +35,7 @@ def main(argv=None) -> int:
     mlp.save(out / "digits_mlp.keras")
     cnn.save(out / "digits_cnn.keras")
     np.savez_compressed(out / "digits_test.npz", x=xte, y=yte)
-    sparsity = np.mean([np.mean(l.kernel.numpy() == 0) for l in mlp.layers if hasattr(l, "kernel")])
+    sparsity = np.mean([np.mean(layer.kernel.numpy() == 0) for layer in mlp.layers if hasattr(layer, "kernel")])
     print(f"digits_mlp: test accuracy {accuracy(mlp, xte, yte):.3f}, kernel sparsity {sparsity:.2f}, "
           f"trained in {t1 - t0:.1f}s")
     print(f"digits_cnn: test accuracy {accuracy(cnn, xte, yte):.3f}, trained in {t2 - t1:.1f}s")

@@ -39,9 +39,9 @@ def correct_claims(claims: list[Claim], method: str = "holm") -> list[Claim]:
     """
     import numpy as np
 
-    from modtest.stats import correct
     from modtest._validation import check_choice
     from modtest.options import CORRECTION_METHODS
+    from modtest.stats import correct
 
     check_choice("correction", method, CORRECTION_METHODS)
 

@@ -8,8 +8,9 @@ which claims are judged alone. Tests make their own with :func:`using` instead o
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from modtest.options import DEFAULTS
 

@@ -44,8 +44,9 @@ def image_folder_index(path) -> tuple[list[Path], np.ndarray, list[str]]:
                     files.append(Path(folder) / fname)
                     labels.append(label)
     if not files:
+        more = ", ..." if len(classes) > 5 else ""
         raise DataError(f"data folder {root} has no images ({', '.join(IMAGE_SUFFIXES)}) in its "
-                        f"{len(classes)} class subfolders ({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''})")
+                        f"{len(classes)} class subfolders ({', '.join(classes[:5])}{more})")
     return files, np.asarray(labels, dtype=np.int64), classes
 
 

@@ -4,9 +4,10 @@ gets the same check and the same one-line message wherever it is given.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from modtest.errors import InvalidInput
 
@@ -114,7 +115,8 @@ OPTIONS = (
            check=_choice(BACKENDS)),
     Option("modtest_html", "--modtest-html", "path", None, "write the self-contained HTML report of the audit here",
            cli="--html"),
-    Option("modtest_save", "--modtest-save", "str", None, "save the session's audit as baseline NAME (in --modtest-storage)"),
+    Option("modtest_save", "--modtest-save", "str", None,
+           "save the session's audit as baseline NAME (in --modtest-storage)"),
     Option("modtest_storage", "--modtest-storage", "path", None, "baseline folder (default .modtest/baselines)"),
     Option("modtest_compare_fail", "--modtest-compare-fail", "str", None,
            "comma-separated regression rules for --modtest-compare, e.g. p:10x,important:-2"),

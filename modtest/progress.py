@@ -25,8 +25,8 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 __all__ = ["Task", "Reporter", "NullReporter", "ConsoleReporter", "BoardReporter", "BoardWatcher",
            "task", "default_reporter", "MODES", "format_state"]
@@ -75,7 +75,7 @@ class Task:
     """The progress of one probe: ``update(n)`` as units finish, ``add_total(n)`` when more work is
     planned (the robust protocol's later rounds), ``close()`` at the end (or use ``with``)."""
 
-    def __init__(self, reporter: "Reporter", name: str, total: int, clock: Callable[[], float]):
+    def __init__(self, reporter: Reporter, name: str, total: int, clock: Callable[[], float]):
         self.reporter, self.name, self.total, self.done = reporter, name, max(int(total), 0), 0
         self.clock = clock
         self.started = clock()
@@ -99,7 +99,7 @@ class Task:
             self.closed = True
             self.reporter.finish(self)
 
-    def __enter__(self) -> "Task":
+    def __enter__(self) -> Task:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -219,8 +219,15 @@ class ConsoleReporter(Reporter):
 def _rich_progress(file, width: int | None = None):
     """One rich Progress (no refresh thread, no stdout redirection) drawing on ``file``."""
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     from rich.text import Text
 
     class RateColumn(ProgressColumn):
@@ -282,7 +289,7 @@ class BoardWatcher:
         self._thread = threading.Thread(target=self._run, name="modtest-progress", daemon=True)
         self._lock = threading.Lock()
 
-    def start(self) -> "BoardWatcher":
+    def start(self) -> BoardWatcher:
         self._thread.start()
         return self
 

@@ -58,7 +58,7 @@ class SubCluster:
                 "size": self.size, "fraction": self.fraction, "layer_size": self.layer_size}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SubCluster":
+    def from_dict(cls, d: dict) -> SubCluster:
         return cls(layer=d["layer"], cluster=int(d["cluster"]), units=tuple(int(u) for u in d["units"]),
                    layer_size=int(d["layer_size"]))
 
@@ -105,7 +105,7 @@ class ProbeResult:
         return _jsonable(asdict(self))
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ProbeResult":
+    def from_dict(cls, d: dict) -> ProbeResult:
         return cls(probe=d["probe"], rows=list(d["rows"]), network=dict(d["network"]),
                    settings=dict(d.get("settings", {})), extras=dict(d.get("extras", {})))
 
@@ -155,7 +155,7 @@ class Claim:
         return _jsonable(asdict(self))
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Claim":
+    def from_dict(cls, d: dict) -> Claim:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

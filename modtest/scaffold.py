@@ -70,7 +70,8 @@ def _has_section(path: Path, section: str) -> bool:
 
 def find_ini(folder: Path) -> IniFile:
     """The configuration file pytest reads in ``folder`` (see the module docstring)."""
-    candidates = ((folder / "pytest.ini", "[pytest]", False), (folder / "pyproject.toml", "[tool.pytest.ini_options]", True),
+    candidates = ((folder / "pytest.ini", "[pytest]", False),
+                  (folder / "pyproject.toml", "[tool.pytest.ini_options]", True),
                   (folder / "tox.ini", "[pytest]", False), (folder / "setup.cfg", "[tool:pytest]", False))
     for path, section, toml in candidates:
         if path.name == "pytest.ini" and path.is_file():

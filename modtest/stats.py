@@ -376,7 +376,14 @@ def correct(pvalues, method: str = "holm", alpha: float = 0.05) -> tuple[np.ndar
 # --------------------------------------------------------------------------- lesion taxonomy
 
 from modtest.taxonomy import (  # noqa: E402 - the names live in one place
-    CATEGORIES, COMPLETE, DIFF_NOT_SIG, IMPORTANT, OTHER, PRUNABLE, SIG_NOT_DIFF, SMALL,
+    CATEGORIES,
+    COMPLETE,
+    DIFF_NOT_SIG,
+    IMPORTANT,
+    OTHER,
+    PRUNABLE,
+    SIG_NOT_DIFF,
+    SMALL,
 )
 
 

@@ -91,5 +91,5 @@ def planted_mlp(seed=0, n_in=8, width=8, n_out=4, cross=1e-3):
 
 def planted_blocks(model):
     """The true module (0/1) of each graph node of :func:`planted_mlp`, in graph node order."""
-    sizes = [model.inputs[0].shape[-1]] + [l.kernel.shape[1] for l in model.layers]
+    sizes = [model.inputs[0].shape[-1]] + [layer.kernel.shape[1] for layer in model.layers]
     return np.concatenate([np.repeat([0, 1], [s // 2, s - s // 2]) for s in sizes])

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _models import keras, tiny_mlp
 
 import modtest
 from modtest import DataError, InvalidInput, ModelLoadError, UnsafeModelError, UnsupportedModelError
 from modtest._validation import check_data, load_data
-
-from _models import keras, tiny_mlp
 
 
 def one_line(excinfo):

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _models import tiny_mlp
 
-from modtest import claims as session, stats
+from modtest import claims as session
+from modtest import stats
 from modtest._random import random_unit_sets
 from modtest.cluster import cluster
 from modtest.probes.lesion import lesion_study
 from modtest.results import Claim, SubCluster
-
-from _models import tiny_mlp
 
 ALPHA = 0.05
 N_RANDOM = 20

@@ -4,14 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from _models import planted_blocks, planted_mlp, tiny_mlp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modtest import InvalidInput, build_graph, cluster, clusterability
 from modtest.cluster import ncut
 from modtest.graph import WeightGraph
-
-from _models import planted_blocks, planted_mlp, tiny_mlp
 
 
 def same_partition(a, b):

@@ -3,10 +3,10 @@
 import json
 
 import pytest
+from test_report import small_report
 
 from modtest.cli import main
 from modtest.report.compare import CompareError, compare_reports, metrics, parse_rules
-from test_report import small_report
 
 PLUGIN = ("-p", "modtest", "-p", "no:cacheprovider")
 
@@ -128,7 +128,8 @@ def test_save_then_compare_end_to_end(pytester):
     res.assert_outcomes(passed=1)
     assert res.ret == 1
     res.stdout.fnmatch_lines(["*compared with baseline 'main': 4 regression(s)*",
-                              "*REGRESSION lesion[[]k=2[]].importance.fisher_p got worse: 0.001 -> 0.03 (x30; rule p:10x)*"])
+                              "*REGRESSION lesion[[]k=2[]].importance.fisher_p got worse: "
+                              "0.001 -> 0.03 (x30; rule p:10x)*"])
 
 
 def _usage_error(res, match):

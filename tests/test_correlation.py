@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from modtest.probes.correlation import (
-    align_signs, correlation_visualization, spearman_matrix, subcluster_visualization,
-)
 from modtest.errors import InvalidInput
+from modtest.probes.correlation import (
+    align_signs,
+    correlation_visualization,
+    spearman_matrix,
+    subcluster_visualization,
+)
 
 
 def test_spearman_matrix_matches_scipy_and_constant_columns_give_zero():

@@ -199,7 +199,7 @@ def test_robust_protocol_on_a_cnn_is_bit_identical_to_serial(executor, cnn):
 
 
 def test_visualization_chunks_are_bit_identical_to_serial(executor):
-    from test_visualization_probe import _Partition, _model
+    from test_visualization_probe import _model, _Partition
 
     from modtest.probes.visualization import visualization_study
 
@@ -271,7 +271,8 @@ def test_models_without_a_payload_are_refused_in_one_line(executor):
     from modtest.results import SubCluster
 
     rng = np.random.default_rng(0)
-    adapter = NumpyAdapter(NumpyMLP([(rng.normal(size=(6, 12)), np.zeros(12)), (rng.normal(size=(12, 4)), np.zeros(4))]))
+    layers = [(rng.normal(size=(6, 12)), np.zeros(12)), (rng.normal(size=(12, 4)), np.zeros(4))]
+    adapter = NumpyAdapter(NumpyMLP(layers))
     x = rng.normal(size=(20, 6))
     y = np.arange(20) % 4
     tasks = executor.stats["tasks"]

@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 
 from modtest._validation import check_data_fits
-from modtest.data import (bilinear_resize, image_folder_index, load_image_folder, read_data, shipped_data_for,
-                          stratified_subsample)
+from modtest.data import (
+    bilinear_resize,
+    image_folder_index,
+    load_image_folder,
+    read_data,
+    shipped_data_for,
+    stratified_subsample,
+)
 from modtest.errors import DataError
 
 
@@ -23,7 +29,7 @@ def image_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
     sizes = [(10, 7), (5, 12), (16, 16), (9, 9)]
-    for c, name in enumerate(["zebra", "ant", "moth"]):
+    for name in ["zebra", "ant", "moth"]:
         for i, (h, w) in enumerate(sizes):
             sub = root / name / ("nested" if i == 3 else "")
             _save(sub / f"img{i}.png", rng.integers(0, 256, (h, w, 3)), "RGB")

@@ -12,14 +12,13 @@ import json
 
 import numpy as np
 import pytest
+from _models import planted_mlp, tiny_mlp
 
 from modtest._random import random_unit_sets
-from modtest.store import ProbeCache
 from modtest.cluster import cluster
 from modtest.probes.lesion import lesion_study
 from modtest.probes.store import ProbeStore
-
-from _models import planted_mlp, tiny_mlp
+from modtest.store import ProbeCache
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ in a process pool); here the same faults go through the plugin and xdist.
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 

@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import scipy.sparse as sp
+from _models import cnn_with_bn, fold_batchnorm, residual_block, tiny_mlp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modtest.graph import EdgeBlock, GraphSpec, build_graph, graph_from_spec
 
-from _models import cnn_with_bn, fold_batchnorm, residual_block, tiny_mlp
-
 
 def dense_mlp_adjacency(model):
-    kernels = [l.get_weights()[0] for l in model.layers]
+    kernels = [layer.get_weights()[0] for layer in model.layers]
     sizes = [kernels[0].shape[0]] + [k.shape[1] for k in kernels]
     off = np.concatenate([[0], np.cumsum(sizes)])
     a = np.zeros((off[-1], off[-1]))

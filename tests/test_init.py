@@ -32,7 +32,8 @@ def test_new_pytest_ini_and_test_file(project, capsys):
 
 
 @pytest.mark.parametrize("name, text, section", [
-    ("pyproject.toml", '[project]\nname = "x"\n\n[tool.pytest.ini_options]\naddopts = "-q"\n\n[tool.ruff]\nline-length = 100\n',
+    ("pyproject.toml",
+     '[project]\nname = "x"\n\n[tool.pytest.ini_options]\naddopts = "-q"\n\n[tool.ruff]\nline-length = 100\n',
      "[tool.pytest.ini_options]"),
     ("tox.ini", "[tox]\nenvlist = py311\n\n[pytest]\naddopts = -q\n", "[pytest]"),
     ("setup.cfg", "[metadata]\nname = x\n\n[tool:pytest]\naddopts = -q\n", "[tool:pytest]"),
@@ -70,7 +71,8 @@ def test_nothing_is_written_when_a_check_fails(project, capsys):
             "--dir", str(project)]
     assert main(args) == 2
     assert "pytest.ini already sets 'model' in [pytest]; edit it, or pass --force" in capsys.readouterr().err
-    assert not (project / "tests").exists() and (project / "pytest.ini").read_text() == "[pytest]\nmodel = other.keras\n"
+    assert not (project / "tests").exists()
+    assert (project / "pytest.ini").read_text() == "[pytest]\nmodel = other.keras\n"
     assert main(args + ["--force"]) == 0
     assert (project / "pytest.ini").read_text() == "[pytest]\nmodel = models/m.keras\ndata = models/val.npz\n"
     assert main(args) == 2 and "test_modularity.py exists" in capsys.readouterr().err

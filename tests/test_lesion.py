@@ -8,13 +8,15 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from modtest import stats  # noqa: E402
+from modtest import (  # noqa: E402
+    double_lesion_study,
+    lesion_study,
+    stats,  # noqa: E402
+)
 from modtest._examples import EXAMPLE_DATA, EXAMPLE_MODEL  # noqa: E402
 from modtest.cluster import cluster  # noqa: E402
 from modtest.errors import InvalidInput, NoTestableSubclusters  # noqa: E402
-from modtest import double_lesion_study, lesion_study  # noqa: E402
 from modtest.frameworks.keras.model import load_model  # noqa: E402
-
 
 # ------------------------------------------------------------------------------ planted modules
 

@@ -3,8 +3,9 @@ backends are extras, and a missing backend is one line saying what to install.""
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 

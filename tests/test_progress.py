@@ -107,7 +107,7 @@ def _run_in_pty(cmd, env, cwd, timeout=600) -> tuple[int, str]:
         ready, _, _ = select.select([master], [], [], timeout)
         if not ready:
             proc.kill()
-            raise AssertionError("no output for %ss: %r" % (timeout, b"".join(chunks)[-2000:]))
+            raise AssertionError(f"no output for {timeout}s: {b''.join(chunks)[-2000:]!r}")
         try:
             data = os.read(master, 65536)
         except OSError:  # EIO: the child closed the terminal

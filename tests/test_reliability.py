@@ -16,15 +16,14 @@ import pickle
 
 import numpy as np
 import pytest
+from _models import tiny_mlp
 
 from modtest import assertions, probes
 from modtest.claims import ClaimCollector
 from modtest.context import AuditContext, Defaults, current, using
+from modtest.errors import InvalidInput, ModelLoadError, UnsafeModelError
 from modtest.probes.store import ProbeStore
 from modtest.store import ProbeCache
-from modtest.errors import InvalidInput, ModelLoadError, UnsafeModelError
-
-from _models import tiny_mlp
 
 PLUGIN = ("-p", "modtest", "-p", "no:cacheprovider")
 NEVER = "def test_never():\n    raise SystemExit('must not run')\n"

@@ -11,7 +11,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from modtest.cluster import cluster  # noqa: E402
-from modtest.frameworks.keras.engines import FastEngine, ReferenceEngine
+from modtest.frameworks.keras.engines import FastEngine, ReferenceEngine  # noqa: E402
 from modtest.probes.lesion import lesion_study  # noqa: E402
 
 

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from statsmodels.stats.multitest import multipletests
 
 from modtest import stats as S
-from modtest.stats import binomial_interval, combine_pvalues, empirical_p
 from modtest.errors import InvalidInput
+from modtest.stats import binomial_interval, combine_pvalues, empirical_p
 
 N20 = 20  # the paper's number of random controls for lesion tests
 

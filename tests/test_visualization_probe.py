@@ -13,10 +13,12 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from modtest.errors import NoTestableSubclusters  # noqa: E402
-from modtest.results import ProbeResult, SubCluster  # noqa: E402
 from modtest.probes.visualization import (  # noqa: E402
-    filter_subclusters, untrained_control, visualization_study,
+    filter_subclusters,
+    untrained_control,
+    visualization_study,
 )
+from modtest.results import ProbeResult, SubCluster  # noqa: E402
 
 N_RANDOM = 4
 FAST = dict(n_random=N_RANDOM, steps=15, seed=0)
@@ -71,11 +73,14 @@ def test_rows_and_measures(result):
         for key in ("p_input", "p_output", "p_variance"):
             assert np.isclose(row[key], grid).any(), (key, row[key])
         # p-values recomputed from the row's own statistics
-        assert row["p_input"] == pytest.approx((1 + sum(r >= row["score"] for r in row["random_scores"])) / (N_RANDOM + 1))
-        assert row["p_output"] == pytest.approx((1 + sum(r <= row["entropy"] for r in row["random_entropies"])) / (N_RANDOM + 1))
+        above = sum(r >= row["score"] for r in row["random_scores"])
+        below = sum(r <= row["entropy"] for r in row["random_entropies"])
+        assert row["p_input"] == pytest.approx((1 + above) / (N_RANDOM + 1))
+        assert row["p_output"] == pytest.approx((1 + below) / (N_RANDOM + 1))
         assert 0 <= row["entropy"] <= np.log(3) + 1e-9
         assert row["variance"] >= 0
-        assert row["size"] == len(row["units"]) and row["fraction"] == pytest.approx(row["size"] / (12 if row["layer"] == "h1" else 10))
+        width = 12 if row["layer"] == "h1" else 10
+        assert row["size"] == len(row["units"]) and row["fraction"] == pytest.approx(row["size"] / width)
     assert set(result.network) == {"input_coherence", "output_coherence", "activational_variance"}
     for measure in result.network.values():
         assert measure["n"] == 3 and 0 <= measure["fisher_p"] <= 1 and 0 <= measure["chi2_p"] <= 1

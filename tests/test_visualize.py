@@ -10,8 +10,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from modtest.frameworks.keras import visualize as V  # noqa: E402
 from modtest.errors import InvalidInput  # noqa: E402
+from modtest.frameworks.keras import visualize as V  # noqa: E402
 
 IMG = np.arange(16, dtype="float32").reshape(1, 4, 4, 1)
 

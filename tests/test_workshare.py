@@ -20,6 +20,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from modtest.errors import CacheError  # noqa: E402
 from modtest.executors.workshare import WorkShare, unit_key  # noqa: E402
 
 try:
@@ -237,7 +238,7 @@ def test_workshare_protocol_in_process(tmp_path):
     again = WorkShare(tmp_path)
     again.run([(k, i) for i, k in enumerate(keys)], lambda i: pytest.fail("recomputed"))
     assert again.stats.found == 4
-    with pytest.raises(Exception):
+    with pytest.raises(CacheError, match="64 lowercase hex digits"):
         share.path("../../etc/passwd")
 
 

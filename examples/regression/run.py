@@ -44,8 +44,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fail", default="p:10x,important:-2", help="comparison rules")
     args = ap.parse_args(argv)
 
-    from modtest.report.compare import compare_reports, parse_rules
     from modtest.report import run_audit, write_html
+    from modtest.report.compare import compare_reports, parse_rules
     from modtest.report.storage import BaselineStorage
 
     rules = parse_rules(args.fail)

@@ -91,7 +91,7 @@ def save_vis_grid(vres, images, path, title=None, max_cols: int = 12, n_rand_row
     for r, name in zip(rows, names):
         by_layer.setdefault(r["layer"], []).append((r["size"], name, r))
     chosen = []
-    for layer, items in by_layer.items():
+    for items in by_layer.values():
         items.sort(key=lambda t: -t[0])
         chosen += [(name, r) for _, name, r in items[:3]]
     chosen = chosen[:max_cols]
@@ -228,7 +228,8 @@ def main(argv=None) -> int:
             ks = settings["sensitivity_ks"] if fam.arch == "mlp" else ()
             kw = dict(k=settings["k"], seed=r, n_lesion=settings["n_lesion"], n_vis=settings["n_vis"],
                       steps=settings["steps"])
-            for cond, m in (("trained", model), ("untrained", untrained_control(model, seed=untrained_seed(fam_index, r)))):
+            untrained = untrained_control(model, seed=untrained_seed(fam_index, r))
+            for cond, m in (("trained", model), ("untrained", untrained)):
                 t0 = time.perf_counter()
                 want_img = first and cond == "trained" and fam.task != "digits"
                 rec, les, (vres, imgs) = audit(m, xte, yte, sensitivity_ks=ks if cond == "trained" else (),

@@ -150,7 +150,7 @@ class DaskExecutor:
             self.connect()
         return self._client
 
-    def connect(self) -> "DaskExecutor":
+    def connect(self) -> DaskExecutor:
         """Connect to the scheduler, wait for a worker and check the workers run this modtest; each
         failure is one line (an :class:`ExecutorError`) within about ``timeout`` seconds."""
         if self._client is not None:

@@ -24,12 +24,12 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
-from modtest.store import DigestStore, digest_path
 from modtest.errors import CacheError, InvalidInput
+from modtest.store import DigestStore, digest_path
 
 __all__ = ["WorkShare", "unit_key", "as_workshare", "WorkShareStats"]
 
@@ -113,7 +113,6 @@ class WorkShare(DigestStore):
     def announce(self, job: dict) -> str:
         """Publish ``job`` (a JSON dict that says how to run a probe) as open; returns its key."""
         from modtest._io import atomic_write_text
-
         from modtest.results import _jsonable
 
         job = _jsonable(dict(job))

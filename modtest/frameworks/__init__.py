@@ -8,9 +8,10 @@ that framework is seen. A new framework registers itself with :func:`register_ad
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from modtest.errors import ModelLoadError
 from modtest.frameworks.base import LesionEngine, ModelAdapter

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import weakref
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -75,6 +76,7 @@ class ModelAdapter(ABC):
     def bind_data(self, x) -> None:
         """Take example inputs from the data (a torch ``nn.Module`` is exported with them); most
         adapters need none."""
+        return None
 
     # -- the graph -----------------------------------------------------------------------------
     @abstractmethod
@@ -114,10 +116,10 @@ class ModelAdapter(ABC):
                                     f"(the adapter has no payload())")
 
     @classmethod
-    def from_payload(cls, data: bytes, *, trust: bool = False) -> "ModelAdapter":
+    def from_payload(cls, data: bytes, *, trust: bool = False) -> ModelAdapter:
         raise UnsupportedModelError(f"{cls.framework} models cannot be read from bytes")
 
-    def parcel(self, *, path: bool = False, trust: bool = False) -> "ModelParcel":
+    def parcel(self, *, path: bool = False, trust: bool = False) -> ModelParcel:
         """This model packed for another process: its :meth:`payload` bytes, or (``path=True``, for a
         model read from a file) the file's path, which the other process must be able to read."""
         _LOADED.setdefault(self.fingerprint(), self)  # opened in this process: this very adapter
@@ -134,7 +136,7 @@ class ModelAdapter(ABC):
         return ("modtest-model", self.framework, self.fingerprint())
 
 
-def _open_parcel(parcel: "ModelParcel") -> ModelAdapter:
+def _open_parcel(parcel: ModelParcel) -> ModelAdapter:
     return parcel.open()
 
 
@@ -194,4 +196,4 @@ class ModelParcel:
 
 
 #: fingerprint -> adapter loaded in this process (a weak cache: an entry lives while the model is used)
-_LOADED: "weakref.WeakValueDictionary[str, ModelAdapter]" = weakref.WeakValueDictionary()
+_LOADED: weakref.WeakValueDictionary[str, ModelAdapter] = weakref.WeakValueDictionary()

@@ -65,7 +65,7 @@ def pytest_configure(config):
         config.pluginmanager.register(ControllerPlugin(session), "modtest-xdist-controller")
 
 
-def get_session(config) -> "ModtestSession":  # noqa: F821 - imported lazily
+def get_session(config) -> ModtestSession:  # noqa: F821 - imported lazily
     """The :class:`~modtest.plugin.session.ModtestSession` of a pytest config (its settings: ``k``,
     ``alpha``, ``seed``, ``correction``, ``cache_dir``, ``model_path``, ...)."""
     return config.stash[_KEY]

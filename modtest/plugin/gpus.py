@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import subprocess
-from typing import MutableMapping
+from collections.abc import MutableMapping
 
 _ENV = "CUDA_VISIBLE_DEVICES"
 

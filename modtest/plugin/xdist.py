@@ -28,7 +28,7 @@ def early_environment(backend: str | None) -> None:
         keras = sys.modules.get("keras")
         if keras is not None and os.environ.get("KERAS_BACKEND", "tensorflow") != backend:
             warnings.warn(f"modtest: keras was imported before --modtest-backend={backend} could take "
-                          f"effect (import keras inside tests or fixtures, not in conftest.py)")
+                          f"effect (import keras inside tests or fixtures, not in conftest.py)", stacklevel=2)
         os.environ["KERAS_BACKEND"] = backend
 
 

@@ -15,8 +15,9 @@ k, seed, settings) in a :class:`modtest.probes.store.ProbeStore`. Registering a 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from modtest.errors import InvalidInput
 from modtest.results import ProbeResult
@@ -28,7 +29,7 @@ class Measure:
 
     name: str
     probe: str
-    compute: Callable[["Request"], ProbeResult]
+    compute: Callable[[Request], ProbeResult]
     network_key: str
     side_note: str = ""
     row_p_key: str | None = None

@@ -125,8 +125,8 @@ def double_lesion_study(model, partition, x, y, lesion_result, *, n_random: int 
     "settings".
     """
     from modtest import stats
-    from modtest.progress import task
     from modtest.frameworks import adapt
+    from modtest.progress import task
 
     n_random = check_int("n_random", n_random, minimum=1)
     seed = check_seed(seed)

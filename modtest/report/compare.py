@@ -297,7 +297,7 @@ def compare_reports(baseline, current, rules=(), *, baseline_name: str = "baseli
                 cmp.notes.append(f"{label} held in {baseline_name} and is inconclusive now (within seed "
                                  f"noise of alpha: not a regression)")
         cmp.rows.append(row)
-    for key, cc in cur_claims.items():
+    for cc in cur_claims.values():
         cmp.rows.append({"metric": f"claim {cc.get('name')} ({cc.get('method')})", "kind": "p",
                          "baseline": "absent", "current": cc.get("verdict"), "change": "-", "status": "new"})
 

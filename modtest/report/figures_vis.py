@@ -1,7 +1,8 @@
 """Image grids of sub-cluster visualizations, laid out like the paper's Figures 1, 4 and 5.
 
 Top row: true sub-clusters; rows below: their random controls; columns in layer order; pixel values
-scaled from black to white per column. PNG via matplotlib's Agg canvas directly (no pyplot, no display, no global backend switch).
+scaled from black to white per column. PNG via matplotlib's Agg canvas directly (no pyplot, no display,
+no global backend switch).
 """
 from __future__ import annotations
 

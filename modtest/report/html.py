@@ -211,7 +211,8 @@ def render_html(report: Report, comparison=None) -> str:
         body = ""
         for i, v in enumerate(report.visualizations):
             png = base64.b64decode(v.get("png") or "")
-            body += f"<h3>{_e(v.get('title', f'grid {i + 1}'))}</h3>" + _img(png, v.get("title", "grid"), f"fig-vis-{i}")
+            body += (f"<h3>{_e(v.get('title', f'grid {i + 1}'))}</h3>"
+                     + _img(png, v.get("title", "grid"), f"fig-vis-{i}"))
         parts.append(_section("visualizations", "Visualizations", body))
 
     rows = []

@@ -163,7 +163,7 @@ class Report:
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def new(cls, source: str = "pytest", **kw) -> "Report":
+    def new(cls, source: str = "pytest", **kw) -> Report:
         r = cls(source=source, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 versions=library_versions(), **kw)
         r.refresh_counts()
@@ -212,7 +212,7 @@ class Report:
         return text
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "report") -> "Report":
+    def from_dict(cls, d: dict, where: str = "report") -> Report:
         if not isinstance(d, dict):
             raise ReportError(f"{where}: not a modtest report (top level is {type(d).__name__}, "
                               f"not an object)")
@@ -248,7 +248,8 @@ def load_report(path) -> Report:
     except FileNotFoundError:
         raise ReportError(f"report file not found: {p}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ReportError(f"cannot read report {p}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ReportError(f"cannot read report {p}: {type(exc).__name__}: {first}") from None
     try:
         d = json.loads(text)
     except json.JSONDecodeError as exc:

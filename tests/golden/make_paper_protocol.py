@@ -7,8 +7,6 @@ Run once, from the repository root, before a change that must keep these rows bi
 import json
 from pathlib import Path
 
-import numpy as np
-
 
 def paper_protocol(path):
     from modtest import cluster, lesion_study, load_model

@@ -72,7 +72,7 @@ class KerasAdapter(ModelAdapter):
             return path.read_bytes()
 
     @classmethod
-    def from_payload(cls, data: bytes, *, trust: bool = False) -> "KerasAdapter":
+    def from_payload(cls, data: bytes, *, trust: bool = False) -> KerasAdapter:
         import tempfile
         from pathlib import Path
 

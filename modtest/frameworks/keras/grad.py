@@ -4,7 +4,8 @@ Everything else in the visualization engine is written with ``keras.ops`` and nu
 any backend; only "value and gradient of a scalar function with respect to its first argument"
 differs between backends, and lives here:
 
-* tensorflow: ``tf.GradientTape`` inside a ``tf.function`` (traced for the first shape, then once more with free dimensions);
+* tensorflow: ``tf.GradientTape`` inside a ``tf.function`` (traced for the first shape, then once more
+  with free dimensions);
 * jax: ``jax.jit(jax.value_and_grad(...))``, the model's variables passed in explicitly through a
   ``keras.StatelessScope`` (what ``Layer.stateless_call`` does), so no weights are baked in as
   constants;

@@ -163,34 +163,6 @@ def test_weights_restored_on_error():
         np.testing.assert_array_equal(w0, w1)
 
 
-def test_progress_bar_silent_unless_tty():
-    import io
-
-    from modtest._progress import Progress
-
-    class Tty(io.StringIO):
-        def isatty(self):
-            return True
-
-    quiet = io.StringIO()
-    with Progress(10, "x", stream=quiet, delay=0) as bar:
-        bar.update(10)
-    assert quiet.getvalue() == ""
-    off = Tty()
-    with Progress(10, "x", enabled=False, stream=off, delay=0) as bar:
-        bar.update(10)
-    assert off.getvalue() == ""
-    tty = Tty()
-    with Progress(10, "lesion", stream=tty, delay=0) as bar:
-        bar.update(4)
-        bar.update(6)
-    assert "lesion" in tty.getvalue() and "10/10" in tty.getvalue() and tty.getvalue().endswith("\n")
-    late = Tty()
-    with Progress(10, "x", stream=late, delay=60) as bar:  # quick work draws nothing
-        bar.update(10)
-    assert late.getvalue() == ""
-
-
 def test_fast_engine_blocks_big_data_and_falls_back_when_it_cannot_split():
     model = _mlp()
     x = np.random.default_rng(1).normal(size=(50, 6)).astype("float32")

@@ -171,7 +171,7 @@ def test_lambda_model_plugin_refused_then_trusted(pytester, keep_env, lambda_fil
     assert not marker.exists()
     nothing_written(pytester.path)
     pytester.makepyfile("def test_never(model):\n    assert model.get_layer('lam') is not None\n")
-    res = run_inline(pytester, "--model", str(path), "--modtest-trust-model")
+    res = run_inline(pytester, "--model", str(path), "--modtest-trust-model", "--data", "none")
     res.assert_outcomes(passed=1)
     assert marker.exists()
 

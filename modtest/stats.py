@@ -559,6 +559,13 @@ DROP_QUANTILES = (10, 25, 50, 75, 90)
 
 # --------------------------------------------------------------------------- visualization outputs
 
+def softmax(logits) -> np.ndarray:
+    """Row-wise softmax of ``(N, C)`` logits, shifted by each row's maximum (no overflow)."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def entropy(probs) -> np.ndarray:
     """Entropy in nats of each row of ``probs`` (B, K); 0 log 0 = 0."""
     p = np.clip(np.asarray(probs, dtype="float64"), 0.0, 1.0)

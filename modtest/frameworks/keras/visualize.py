@@ -60,7 +60,7 @@ from modtest.frameworks.imaging import (  # noqa: F401 - the transforms and para
     small_transforms,
     standard_transforms,
 )
-from modtest.stats import entropy
+from modtest.stats import entropy, softmax
 
 
 def _ops():
@@ -197,9 +197,7 @@ def _forward(model, images, layers, *, resolve=True, with_output=False, batch_si
         if _softmax_output(model):
             probs = raw
         else:
-            z = raw - raw.max(axis=1, keepdims=True)
-            e = np.exp(z)
-            probs = e / e.sum(axis=1, keepdims=True)
+            probs = softmax(raw)
     return acts, probs
 
 

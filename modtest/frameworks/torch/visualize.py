@@ -22,6 +22,7 @@ from modtest.frameworks.imaging import (
     seed_keys,
 )
 from modtest.frameworks.torch.runtime import import_torch
+from modtest.stats import softmax
 
 __all__ = ["TorchVisualizer", "activation_node"]
 
@@ -170,9 +171,7 @@ class TorchVisualizer:
             if _softmax_output(prog):
                 probs = raw
             else:
-                z = raw - raw.max(axis=1, keepdims=True)
-                e = np.exp(z)
-                probs = e / e.sum(axis=1, keepdims=True)
+                probs = softmax(raw)
         return acts, probs
 
     def post_activations(self, layer: str, x, *, batch_size: int = 256, resolve: bool = True) -> np.ndarray:

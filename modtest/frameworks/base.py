@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import weakref
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
@@ -31,6 +32,50 @@ class LesionEngine(Protocol):
 
     def labels(self, layer: str, unit_sets: Sequence, fixed: Sequence = (),
                on_progress: Callable[[int], None] | None = None) -> np.ndarray: ...
+
+
+class PrefixCache:
+    """A least-recently-used cache of per-layer arrays under a byte budget, shared by the fast
+    lesion engines: ``cache_bytes`` is the budget, ``peak_cached_bytes`` the most held at once
+    (cached entries plus the per-block arrays a caller reports with :meth:`_note`)."""
+
+    def _init_cache(self, cache_bytes: int) -> None:
+        self.cache_bytes = int(cache_bytes)
+        self._lru: OrderedDict = OrderedDict()  # key -> (value, bytes)
+        self._lru_bytes = 0
+        self.peak_cached_bytes = 0
+
+    def _lru_get(self, key):
+        hit = self._lru.get(key)
+        if hit is None:
+            return None
+        self._lru.move_to_end(key)
+        return hit[0]
+
+    def _make_room(self, nbytes: int) -> None:
+        """Evict least recently used entries until ``nbytes`` more fit in ``cache_bytes``."""
+        while self._lru and self._lru_bytes + nbytes > self.cache_bytes:
+            _, (_, b) = self._lru.popitem(last=False)
+            self._lru_bytes -= b
+
+    def _lru_put(self, key, value, nbytes: int) -> None:
+        self._make_room(nbytes)
+        self._lru[key] = (value, nbytes)
+        self._lru_bytes += nbytes
+        self._note()
+
+    def _note(self, working: int = 0) -> None:
+        """Record the bytes now held in cached plus ``working`` per-block arrays."""
+        self.peak_cached_bytes = max(self.peak_cached_bytes, self._lru_bytes + working)
+
+    def clear_cache(self) -> None:
+        """Drop every cached entry."""
+        self._lru.clear()
+        self._lru_bytes = 0
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._lru_bytes
 
 
 class ModelAdapter(ABC):

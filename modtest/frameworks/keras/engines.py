@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections import OrderedDict
 
 import numpy as np
 
 from modtest.errors import InvalidInput, UnsupportedModelError
+from modtest.frameworks.base import PrefixCache
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # INFO lines off, warnings shown
 
@@ -237,7 +237,7 @@ def _build_split(graph, node, end=None) -> _Split | None:
     return _Split(prefix, suffix, 1 + len(side_orig))
 
 
-class FastEngine(ReferenceEngine):
+class FastEngine(PrefixCache, ReferenceEngine):
     """Same labels as :class:`ReferenceEngine`, by masking cached layer outputs and batching variants.
 
     Works on a private clone of the model (the caller's model is never modified). The prefix output
@@ -278,12 +278,9 @@ class FastEngine(ReferenceEngine):
         self._flat = flat
         self._graph = None if flat is None else flat.model
         self._splits: dict[str, _Split | None | bool] = {}
-        self.cache_bytes = int(cache_bytes)
-        self._lru: OrderedDict = OrderedDict()  # ("layer", name) -> ((prefix arrays, increments), bytes)
-        self._lru_bytes = 0
-        #: instrumentation: most bytes held at once in cached plus per-block prefix/increment arrays,
-        #: and most float values in one stacked suffix input
-        self.peak_cached_bytes = 0
+        # ("layer", name) -> (prefix arrays, increments); peak_cached_bytes counts per-block arrays too
+        self._init_cache(cache_bytes)
+        #: instrumentation: most float values in one stacked suffix input
         self.peak_stacked_elements = 0
         self._inc: dict = {}
         self._inc_models: dict = {}
@@ -462,39 +459,6 @@ class FastEngine(ReferenceEngine):
         if act is None:
             return b
         return np.asarray(keras.ops.convert_to_numpy(act(keras.ops.convert_to_tensor(b[None]))))[0]
-
-    # -- memory: an LRU of per-layer arrays under a byte budget, and instrumentation -------------
-    def _lru_get(self, key):
-        hit = self._lru.get(key)
-        if hit is None:
-            return None
-        self._lru.move_to_end(key)
-        return hit[0]
-
-    def _make_room(self, nbytes: int) -> None:
-        """Evict least recently used entries until ``nbytes`` more fit in ``cache_bytes``."""
-        while self._lru and self._lru_bytes + nbytes > self.cache_bytes:
-            _, (_, b) = self._lru.popitem(last=False)
-            self._lru_bytes -= b
-
-    def _lru_put(self, key, value, nbytes: int) -> None:
-        self._make_room(nbytes)
-        self._lru[key] = (value, nbytes)
-        self._lru_bytes += nbytes
-        self._note()
-
-    def _note(self, working: int = 0) -> None:
-        """Record the bytes now held in cached and per-block arrays (``peak_cached_bytes``)."""
-        self.peak_cached_bytes = max(self.peak_cached_bytes, self._lru_bytes + working)
-
-    def clear_cache(self) -> None:
-        """Drop every cached prefix activation and increment."""
-        self._lru.clear()
-        self._lru_bytes = 0
-
-    @property
-    def cached_bytes(self) -> int:
-        return self._lru_bytes
 
     def _prefix_outputs(self, layer: str, split: _Split, xs=None) -> list[np.ndarray]:
         """Prefix outputs of ``xs`` (default all inputs); one batch is run eagerly (cheaper than

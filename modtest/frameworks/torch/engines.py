@@ -21,12 +21,12 @@ convolution still adds its shift.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
 from modtest.errors import InvalidInput
+from modtest.frameworks.base import PrefixCache
 from modtest.frameworks.torch.runtime import import_torch
 
 __all__ = ["ReferenceEngine", "FastEngine", "make_engine", "ENGINES"]
@@ -144,7 +144,7 @@ class _Plan:
     max_elements: int = 1  # largest per-example tensor of the suffix (values)
 
 
-class FastEngine(ReferenceEngine):
+class FastEngine(PrefixCache, ReferenceEngine):
     """Same labels as :class:`ReferenceEngine`: cached prefixes, masked outputs, stacked variants.
 
     ``max_elements`` bounds the values of one stacked tensor; ``cache_bytes`` the cached prefix
@@ -158,11 +158,8 @@ class FastEngine(ReferenceEngine):
                  max_elements: int = 1 << 24, cache_bytes: int = 1 << 30):
         super().__init__(program, x, keep_bias=keep_bias, batch_size=batch_size)
         self.max_elements = int(max_elements)
-        self.cache_bytes = int(cache_bytes)
+        self._init_cache(cache_bytes)
         self._plans: dict = {}
-        self._lru: OrderedDict = OrderedDict()
-        self._lru_bytes = 0
-        self.peak_cached_bytes = 0
         self.incremental = True
         #: instrumentation: variants computed on the incremental path, rows recomputed after screening
         self.stats = {"incremental": 0, "plain": 0, "screened": 0}
@@ -207,14 +204,7 @@ class FastEngine(ReferenceEngine):
         if l2 is not None:  # near-tie rows run the plain path: capture what it reads as well
             plain = self._plan(layer, False)
             capture += [a for a in plain.capture if a not in capture]
-        need = set()
-        stack = list(capture)
-        while stack:
-            n = stack.pop()
-            if n in need or n.op == "placeholder":
-                continue
-            need.add(n)
-            stack.extend(n.all_input_nodes)
+        need = prog.upstream(capture)
         shape_steps = set()
         stack = list(shape_nodes)
         while stack:  # shape arithmetic the suffix reads: recomputed for the stacked batch
@@ -521,37 +511,6 @@ class FastEngine(ReferenceEngine):
         env[plan.l2.node] = z.reshape((v * e,) + tuple(z2.shape[1:]))
         prog.run(env, plan.suffix, v * e, keep=[prog.output])
         return env[prog.output].reshape(v * e, -1)
-
-    # ---------------------------------------------------------------- memory
-    def _lru_get(self, key):
-        hit = self._lru.get(key)
-        if hit is None:
-            return None
-        self._lru.move_to_end(key)
-        return hit[0]
-
-    def _make_room(self, nbytes: int) -> None:
-        while self._lru and self._lru_bytes + nbytes > self.cache_bytes:
-            _, (_, b) = self._lru.popitem(last=False)
-            self._lru_bytes -= b
-
-    def _lru_put(self, key, value, nbytes: int) -> None:
-        self._make_room(nbytes)
-        self._lru[key] = (value, nbytes)
-        self._lru_bytes += nbytes
-        self._note()
-
-    def _note(self, working: int = 0) -> None:
-        self.peak_cached_bytes = max(self.peak_cached_bytes, self._lru_bytes + working)
-
-    def clear_cache(self) -> None:
-        """Drop every cached prefix value."""
-        self._lru.clear()
-        self._lru_bytes = 0
-
-    @property
-    def cached_bytes(self) -> int:
-        return self._lru_bytes
 
 
 def _zero_units(w, unit, units: np.ndarray) -> None:

@@ -383,6 +383,19 @@ class Program:
                 out.add(step.node)
         return out
 
+    @staticmethod
+    def upstream(nodes) -> set:
+        """The non-placeholder nodes that ``nodes`` depend on (those included): what computing them runs."""
+        need: set = set()
+        stack = list(nodes)
+        while stack:
+            n = stack.pop()
+            if n in need or n.op == "placeholder":
+                continue
+            need.add(n)
+            stack.extend(n.all_input_nodes)
+        return need
+
     def run(self, env: dict, steps, batch: int, keep=()) -> dict:
         """Run ``steps`` (a list of :class:`_Step`) over ``env`` (node -> value, updated in place) for a
         batch of ``batch`` examples; values not in ``keep`` are freed after their last use here."""

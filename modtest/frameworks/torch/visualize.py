@@ -79,14 +79,7 @@ class TorchVisualizer:
     def _acts(self, x, nodes, with_output: bool = False):
         """Values of ``nodes`` (and the output) for a batch ``x``, running only the steps they need."""
         prog = self.program
-        need = set()
-        stack = list(nodes) + ([prog.output] if with_output else [])
-        while stack:
-            n = stack.pop()
-            if n in need or n.op == "placeholder":
-                continue
-            need.add(n)
-            stack.extend(n.all_input_nodes)
+        need = prog.upstream(list(nodes) + ([prog.output] if with_output else []))
         env = prog.base_env()
         env[prog.input] = x.to(prog.input_dtype)
         keep = list(nodes) + ([prog.output] if with_output else [])

@@ -75,3 +75,12 @@ def modtest_stub(pytester):
         return pytester
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _inner_sessions_are_not_xdist_workers(monkeypatch):
+    """When this suite itself runs under xdist (``-n 2``), its workers' PYTEST_XDIST_* variables must
+    not leak into the inner sessions and subprocesses the tests start (they would think they are
+    workers of another session)."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)

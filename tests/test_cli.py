@@ -147,6 +147,7 @@ def test_no_tensorflow_startup_lines_from_the_cli():
     assert not [ln for ln in err.splitlines() if any(n in ln for n in NOISE)], err
 
 
+@pytest.mark.slow  # an -n 2 session; the default run checks the CLI's own stderr
 def test_no_tensorflow_startup_lines_from_xdist_workers(pytester, monkeypatch):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
     pytester.makepyfile("import tensorflow  # the user's own import, at collection\n\n"

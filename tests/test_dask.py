@@ -163,7 +163,8 @@ def test_a_client_is_taken_as_a_dask_executor_and_left_open(executor):
     assert executor.client.status == "running"  # given, not opened: closing the executor leaves it
 
 
-@pytest.mark.parametrize("n_random", [5, pytest.param(20, marks=pytest.mark.slow)])
+@pytest.mark.slow  # a full paper audit twice; the default run checks units, visualization and a CNN
+@pytest.mark.parametrize("n_random", [5, 20])
 def test_example_audit_is_bit_identical_to_serial(executor, example, n_random):
     """The shipped example, paper protocol with clusterability and double lesions: every row,
     p-value, statistic and verdict is the serial one."""

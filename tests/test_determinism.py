@@ -189,6 +189,7 @@ def test_coherence(model, eval_data):
 """
 
 
+@pytest.mark.slow  # the default run checks serial = -n 2 in test_session_correction.py
 def test_robust_audit_identical_serial_and_two_workers(pytester, setup, tmp_path):
     """The robust protocol (an ensemble of 5 partitions, controls added where a decision needs them)
     under -n 0 and under -n 2 with both workers sharing the ensemble's lesion units: the same claims

@@ -304,6 +304,7 @@ def test_where():
 """
 
 
+@pytest.mark.slow  # three -n auto sessions; the pinning rules are unit-tested in test_gpus.py
 def test_n_auto_gives_one_worker_per_visible_gpu(pytester, monkeypatch):
     """-n auto in a modtest session: one worker per GPU nvidia-smi lists, or per entry of the
     caller's CUDA_VISIBLE_DEVICES; a session that sets no modtest option keeps xdist's CPU count."""
@@ -555,7 +556,7 @@ def test_idle_xdist_worker_joins_a_running_probe(pytester, saved_model):
         def test_shuffles(model):
             if "PYTEST_XDIST_WORKER" in os.environ:
                 os.environ["MODTEST_TEST_OWNER"] = "1"
-            assert_clusterable(model, k=2, n_shuffles=60, alpha=0.99)
+            assert_clusterable(model, k=2, n_shuffles=12, alpha=0.99)
 
         def test_wait(model):
             if "PYTEST_XDIST_WORKER" not in os.environ:

@@ -140,7 +140,7 @@ def test_true_null_false_positive_rate_at_most_alpha(spread):
     lower end of its 95% interval too). benchmarks/calibration.py runs the model-level version."""
     rng = np.random.default_rng(3)
     passes = 0
-    sims = 120
+    sims = 60  # per dependence; the 200-replicate model-level run is in docs/statistics.md
     for s in range(sims):
         base = rng.random(8)
         noise = rng.normal(0, spread, size=(10, 8)) if spread < 1 else rng.random((10, 8)) - base[None, :]

@@ -251,7 +251,8 @@ def test_checks_import_no_torch_and_audit_imports_no_tensorflow(saved, tmp_path)
     assert len(err) == 1 and "holds only tensors" in err[0] and "torch.export.save" in err[0]
 
 
-@pytest.mark.parametrize("dropped", [False, True], ids=["imported", "dropped_from_sys_modules"])
+@pytest.mark.parametrize("dropped", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["imported", "dropped_from_sys_modules"])
 def test_export_after_tensorflow_does_not_crash(tmp_path, dropped):
     """TensorFlow first, then modtest exports and loads a torch program: import_torch keeps triton (whose
     native library segfaults the process when loaded after TensorFlow's) out of the process, also when

@@ -1,9 +1,26 @@
 """Shared test helpers: the pytester plugin and a stub-probe conftest for inner sessions (small seeded
 models live in tests/_models.py)."""
 
+import _pytest.pytester
 import pytest
 
 pytest_plugins = ["pytester"]
+
+#: compiled frameworks that cannot be imported twice in one process (TensorFlow aborts)
+_FRAMEWORKS = frozenset({"tensorflow", "keras", "tf_keras", "tensorboard", "jax", "jaxlib", "torch",
+                         "ml_dtypes", "h5py"})
+
+
+class _KeepFrameworks(_pytest.pytester.SysModulesSnapshot):
+    """pytester drops the modules a test imported when the test ends; a framework first imported
+    inside a pytester test (a file run alone, or first on its xdist worker) would then be imported
+    again by the next test and abort the process. Frameworks stay loaded."""
+
+    def __init__(self, preserve=None):
+        super().__init__(lambda name: name.partition(".")[0] in _FRAMEWORKS or bool(preserve and preserve(name)))
+
+
+_pytest.pytester.SysModulesSnapshot = _KeepFrameworks
 
 # A conftest for pytester inner sessions: replaces the lesion probe with a stub whose network p-value
 # is P[str(k)] (so each assertion's raw p is known), and registers a fake model adapter for .keras
@@ -79,8 +96,8 @@ def modtest_stub(pytester):
 
 @pytest.fixture(autouse=True)
 def _inner_sessions_are_not_xdist_workers(monkeypatch):
-    """When this suite itself runs under xdist (``-n 2``), its workers' PYTEST_XDIST_* variables must
-    not leak into the inner sessions and subprocesses the tests start (they would think they are
-    workers of another session)."""
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+    """This suite runs under xdist (``-n 2`` in pyproject's addopts): its workers' PYTEST_XDIST_*
+    variables, and the mark modtest's plugin leaves on a pinned worker, must not leak into the inner
+    sessions and subprocesses the tests start (they would think they are workers of another session)."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID", "_MODTEST_PINNED"):
         monkeypatch.delenv(name, raising=False)

@@ -10,7 +10,7 @@ layers spread over the network, each split into ``--parts`` sub-clusters (units 
 layers, not testable), ``--n-random`` controls each, on ``--images`` images. Throughput is lesioned
 networks x images / second, the first lesion of each layer (compiling its suffix) included. The
 rows of both engines must be identical.
-Usage: ``python benchmarks/keras_applications.py [--families MobileNet,VGG16] [--no-reference]``.
+Usage: ``python benchmarks/keras_applications.py [--families MobileNet,VGG16] [--no-reference] [--graph-only]``.
 """
 from __future__ import annotations
 
@@ -62,6 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n-random", type=int, default=20, help="random controls per sub-cluster")
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--no-reference", action="store_true", help="skip the reference engine")
+    ap.add_argument("--graph-only", action="store_true", help="graph + cluster only, no lesion study")
     args = ap.parse_args(argv)
 
     from modtest.cluster import cluster
@@ -84,6 +85,10 @@ def main(argv=None) -> int:
         part = cluster(graph, k=12, seed=0)
         c2, t2 = time.process_time(), time.perf_counter()
         assert len(np.unique(part.labels[part.labels >= 0])) == 12
+        if args.graph_only:
+            print(f"| {name} | {size}x{size} | {graph.n_nodes} | {graph.adjacency.nnz // 2} | {t1 - t0:.1f} s "
+                  f"| {t2 - t1:.1f} s | {t2 - t0:.1f} s | {c2 - c0:.1f} s | | | | |", flush=True)
+            continue
         subs = workload(graph, args.layers, args.parts)
         rng = np.random.default_rng(0)
         x = rng.uniform(0, 255, size=(args.images, size, size, 3)).astype("float32")

@@ -153,13 +153,17 @@ def saved_model(tmp_path):
     return path
 
 
-def test_bad_data_is_usage_error_before_tests(pytester, saved_model):
+@pytest.mark.parametrize("name, match", [
+    ("shape", "model expects (N, 8)"),
+    # the same checks as the CLI's (test_reliability.py, in process); here one session each
+    pytest.param("noy", "has no array 'y'", marks=pytest.mark.slow),
+    pytest.param("labels", "labels must lie in [0, 2]", marks=pytest.mark.slow),
+    pytest.param("absent", "data file not found", marks=pytest.mark.slow),
+])
+def test_bad_data_is_usage_error_before_tests(pytester, saved_model, name, match):
     pytester.makepyfile("def test_never():\n    raise SystemExit('must not run')\n")
-    d = saved_model.parent
-    for name, match in (("noy", "has no array 'y'"), ("shape", "model expects (N, 8)"),
-                        ("labels", "labels must lie in [0, 2]"), ("absent", "data file not found")):
-        one_line_usage_error(run(pytester, "--model", str(saved_model), "--data", str(d / f"{name}.npz")),
-                             match)
+    one_line_usage_error(run(pytester, "--model", str(saved_model), "--data", str(saved_model.parent / f"{name}.npz")),
+                         match)
 
 
 def test_fixtures_shared_and_computed_once(pytester, saved_model):
@@ -182,7 +186,8 @@ def test_fixtures_shared_and_computed_once(pytester, saved_model):
     assert len(ids) == 2 and ids[0] == ids[1]
 
 
-def test_clusterable_on_planted_modules(pytester, tmp_path):
+@pytest.mark.parametrize("protocol", ["robust", pytest.param("paper", marks=pytest.mark.slow)])
+def test_clusterable_on_planted_modules(pytester, tmp_path, protocol):
     from _models import planted_mlp
 
     path = tmp_path / "planted.keras"
@@ -198,13 +203,12 @@ def test_clusterable_on_planted_modules(pytester, tmp_path):
             else:  # shuffles added until the interval of the exact p is below alpha
                 assert claim.p_raw < 0.05 and claim.p_high <= 0.05
     """)
-    for protocol in ("paper", "robust"):
-        # the shipped data does not fit this model (8 inputs): a weights-only session says --data none
-        res = run(pytester, "--model", str(path), "--data", "none", "--modtest-json", "r.json",
-                  "--modtest-protocol", protocol)
-        res.assert_outcomes(passed=1)
-        rep = json.loads((pytester.path / "r.json").read_text())
-        assert rep["claims"][0]["measure"] == "clusterability" and rep["claims"][0]["verdict"] == "pass"
+    # the shipped data does not fit this model (8 inputs): a weights-only session says --data none
+    res = run(pytester, "--model", str(path), "--data", "none", "--modtest-json", "r.json",
+              "--modtest-protocol", protocol)
+    res.assert_outcomes(passed=1)
+    rep = json.loads((pytester.path / "r.json").read_text())
+    assert rep["claims"][0]["measure"] == "clusterability" and rep["claims"][0]["verdict"] == "pass"
 
 
 # --------------------------------------------------------------------------- failures and reporting
@@ -265,6 +269,7 @@ def test_pass_becomes_failure_after_correction(pytester, modtest_stub):
     assert res.ret == 0
 
 
+@pytest.mark.slow  # pinning rules unit-tested in test_gpus.py; one -n 2 session below checks them end to end
 def test_xdist_workers_pinned_within_caller_gpus(pytester, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     pytester.makepyfile("""
@@ -524,6 +529,7 @@ def test_xdist_controller_checks_the_model_file_without_keras(pytester, saved_mo
                                  str(saved_model.parent / f"{name}.npz")), match)
 
 
+@pytest.mark.slow  # an -n 2 session with a handshake; workshare's unit sharing is in the default run
 def test_idle_xdist_worker_joins_a_running_probe(pytester, saved_model):
     """With -n 2, the worker whose test ends first joins the clusterability job the other worker
     announced; the claim is the same as in a serial run. No timing: test_wait waits until the job is

@@ -34,7 +34,7 @@ def _run(**env):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("setting, freezes", [(None, True), ("0", False)])
+@pytest.mark.parametrize("setting, freezes", [(None, True), pytest.param("0", False, marks=pytest.mark.slow)])
 def test_import_keras_freezes_the_import_and_still_collects_later_garbage(setting, freezes):
     env = {} if setting is None else {"MODTEST_GC_FREEZE": setting}
     got = _run(**env)

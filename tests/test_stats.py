@@ -276,7 +276,7 @@ def test_correct_validates():
         S.correct([0.1], "holm", alpha=1.5)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(p=st.lists(st.floats(0, 1), min_size=1, max_size=40), method=st.sampled_from(S.CORRECTION_METHODS))
 def test_correct_properties(p, method):
     raw = np.array(p)

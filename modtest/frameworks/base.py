@@ -78,6 +78,22 @@ class PrefixCache:
         return self._lru_bytes
 
 
+class DistinctUnitSets:
+    """``labels`` that runs each distinct unit set once (equal sets are frequent among the random
+    controls of small sub-clusters) through the engine's ``_labels_distinct``."""
+
+    def labels(self, layer: str, unit_sets, fixed=(), on_progress=None) -> np.ndarray:
+        first: dict = {}
+        inverse = np.array([first.setdefault(tuple(np.unique(np.asarray(u, dtype=np.int64)).tolist()), len(first))
+                            for u in unit_sets], dtype=np.int64)
+        if len(first) == len(unit_sets):
+            return self._labels_distinct(layer, unit_sets, fixed, on_progress)
+        lab = self._labels_distinct(layer, [np.asarray(k, dtype=np.int64) for k in first], fixed, on_progress)
+        if on_progress is not None:
+            on_progress(len(unit_sets) - len(first))
+        return lab[inverse]
+
+
 class ModelAdapter(ABC):
     """One model seen through its framework. Subclasses set :attr:`framework` and implement the
     abstract methods; everything returned is numpy or builtins."""

@@ -32,7 +32,7 @@ import os
 import numpy as np
 
 from modtest.errors import InvalidInput, UnsupportedModelError
-from modtest.frameworks.base import PrefixCache
+from modtest.frameworks.base import DistinctUnitSets, PrefixCache
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # INFO lines off, warnings shown
 
@@ -237,7 +237,7 @@ def _build_split(graph, node, end=None) -> _Split | None:
     return _Split(prefix, suffix, 1 + len(side_orig))
 
 
-class FastEngine(PrefixCache, ReferenceEngine):
+class FastEngine(DistinctUnitSets, PrefixCache, ReferenceEngine):
     """Same labels as :class:`ReferenceEngine`, by masking cached layer outputs and batching variants.
 
     Works on a private clone of the model (the caller's model is never modified). The prefix output
@@ -499,18 +499,6 @@ class FastEngine(PrefixCache, ReferenceEngine):
             width = int(split.prefix.outputs[0].shape[-1])
             total += (width + 1) * int(np.prod(inc[1].output.shape[1:])) * 4
         return total
-
-    def labels(self, layer: str, unit_sets, fixed=(), on_progress=None) -> np.ndarray:
-        # equal unit sets (frequent among the random controls of small sub-clusters) are run once
-        first: dict = {}
-        inverse = np.array([first.setdefault(tuple(np.unique(np.asarray(u, dtype=np.int64)).tolist()), len(first))
-                            for u in unit_sets], dtype=np.int64)
-        if len(first) == len(unit_sets):
-            return self._labels_distinct(layer, unit_sets, fixed, on_progress)
-        lab = self._labels_distinct(layer, [np.asarray(k, dtype=np.int64) for k in first], fixed, on_progress)
-        if on_progress is not None:
-            on_progress(len(unit_sets) - len(first))
-        return lab[inverse]
 
     def _labels_distinct(self, layer: str, unit_sets, fixed=(), on_progress=None) -> np.ndarray:
         split = self._split(layer)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from modtest.errors import InvalidInput
-from modtest.frameworks.base import PrefixCache
+from modtest.frameworks.base import DistinctUnitSets, PrefixCache
 from modtest.frameworks.torch.runtime import import_torch
 
 __all__ = ["ReferenceEngine", "FastEngine", "make_engine", "ENGINES"]
@@ -144,7 +144,7 @@ class _Plan:
     max_elements: int = 1  # largest per-example tensor of the suffix (values)
 
 
-class FastEngine(PrefixCache, ReferenceEngine):
+class FastEngine(DistinctUnitSets, PrefixCache, ReferenceEngine):
     """Same labels as :class:`ReferenceEngine`: cached prefixes, masked outputs, stacked variants.
 
     ``max_elements`` bounds the values of one stacked tensor; ``cache_bytes`` the cached prefix
@@ -260,18 +260,6 @@ class FastEngine(PrefixCache, ReferenceEngine):
             self._base = self._predict_labels()
         return self._base
 
-    def labels(self, layer: str, unit_sets, fixed=(), on_progress=None) -> np.ndarray:
-        # equal unit sets (frequent among the random controls of small sub-clusters) are run once
-        first: dict = {}
-        inverse = np.array([first.setdefault(tuple(np.unique(np.asarray(u, dtype=np.int64)).tolist()), len(first))
-                            for u in unit_sets], dtype=np.int64)
-        if len(first) == len(unit_sets):
-            return self._labels_distinct(layer, unit_sets, fixed, on_progress)
-        lab = self._labels_distinct(layer, [np.asarray(k, dtype=np.int64) for k in first], fixed, on_progress)
-        if on_progress is not None:
-            on_progress(len(unit_sets) - len(first))
-        return lab[inverse]
-
     def _labels_distinct(self, layer, unit_sets, fixed, on_progress) -> np.ndarray:
         torch = import_torch()
         unit = self._unit(layer)
@@ -279,7 +267,7 @@ class FastEngine(PrefixCache, ReferenceEngine):
             _check_units(units, unit.width, layer)
         n = len(self.x)
         if any(f[0] == layer for f in fixed):
-            return super().labels(layer, unit_sets, fixed, on_progress)
+            return ReferenceEngine.labels(self, layer, unit_sets, fixed, on_progress)
         plan = self._plan(layer, True) if self.incremental else False
         if plan is False:  # no linear or convolution after per-channel ops only: the plain path
             plan = self._plan(layer, False)

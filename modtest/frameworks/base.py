@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from modtest.errors import UnsupportedModelError
+from modtest.errors import InvalidInput, UnsupportedModelError
 
 
 class LesionEngine(Protocol):
@@ -92,6 +92,23 @@ class DistinctUnitSets:
         if on_progress is not None:
             on_progress(len(unit_sets) - len(first))
         return lab[inverse]
+
+
+#: the lesion engines every adapter offers: "fast" (batched) and "reference" (the definition)
+ENGINES = ("fast", "reference")
+
+
+def choose_engine(engine: str, fast, reference, model, x, *, keep_bias: bool = False, batch_size: int = 1024,
+                  max_elements: int | None = None, cache_bytes: int | None = None):
+    """An adapter's ``engine`` ("fast" or "reference", classes ``fast``/``reference``) over ``model``
+    and inputs ``x``; ``max_elements`` and ``cache_bytes`` (the fast engine's memory bounds) default
+    to the engine's own defaults."""
+    if engine == "fast":
+        kw = {k: v for k, v in (("max_elements", max_elements), ("cache_bytes", cache_bytes)) if v is not None}
+        return fast(model, x, keep_bias=keep_bias, batch_size=batch_size, **kw)
+    if engine == "reference":
+        return reference(model, x, keep_bias=keep_bias, batch_size=batch_size)
+    raise InvalidInput(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
 
 
 class ModelAdapter(ABC):

@@ -32,13 +32,12 @@ import os
 import numpy as np
 
 from modtest.errors import InvalidInput, UnsupportedModelError
-from modtest.frameworks.base import DistinctUnitSets, PrefixCache
+from modtest.frameworks.base import ENGINES, DistinctUnitSets, PrefixCache, choose_engine
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # INFO lines off, warnings shown
 
 __all__ = ["lesioned", "ReferenceEngine", "FastEngine", "make_engine", "ENGINES"]
 
-ENGINES = ("fast", "reference")
 #: Rows whose top-2 output margin is below this (relative) are recomputed on the exact path.
 _SCREEN_TOL = 1e-3
 #: Layers that act on each channel separately (the incremental path may pass through them).
@@ -739,18 +738,7 @@ def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
 
 def make_engine(engine: str, model, x, *, keep_bias: bool = False, batch_size: int = 1024,
                 max_elements: int | None = None, cache_bytes: int | None = None):
-    """The engine called ``engine`` ("fast" or "reference") over ``model`` and inputs ``x`` (N, ...).
-
-    ``max_elements`` and ``cache_bytes`` (memory bounds of the fast engine, see :class:`FastEngine`)
-    default to the engine's defaults; the reference engine needs neither.
-    """
-    if engine == "fast":
-        kw = {}
-        if max_elements is not None:
-            kw["max_elements"] = max_elements
-        if cache_bytes is not None:
-            kw["cache_bytes"] = cache_bytes
-        return FastEngine(model, x, keep_bias=keep_bias, batch_size=batch_size, **kw)
-    if engine == "reference":
-        return ReferenceEngine(model, x, keep_bias=keep_bias, batch_size=batch_size)
-    raise InvalidInput(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    """The engine called ``engine`` ("fast" or "reference") over ``model`` and inputs ``x``
+    (:func:`modtest.frameworks.base.choose_engine`)."""
+    return choose_engine(engine, FastEngine, ReferenceEngine, model, x, keep_bias=keep_bias, batch_size=batch_size,
+                         max_elements=max_elements, cache_bytes=cache_bytes)

@@ -26,12 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from modtest.errors import InvalidInput
-from modtest.frameworks.base import DistinctUnitSets, PrefixCache
+from modtest.frameworks.base import ENGINES, DistinctUnitSets, PrefixCache, choose_engine
 from modtest.frameworks.torch.runtime import import_torch
 
 __all__ = ["ReferenceEngine", "FastEngine", "make_engine", "ENGINES"]
 
-ENGINES = ("fast", "reference")
 #: rows whose top-2 output margin is below this (relative to the top value) are recomputed exactly
 _SCREEN_TOL = 1e-4
 #: node kinds that act on each channel separately (the incremental path may pass through them)
@@ -554,15 +553,8 @@ def _nbytes(data: dict) -> int:
 
 def make_engine(engine: str, program, x, *, keep_bias: bool = False, batch_size: int = 1024,
                 max_elements: int | None = None, cache_bytes: int | None = None):
-    """The engine called ``engine`` ("fast" or "reference") over ``program`` and inputs ``x``."""
-    if engine == "fast":
-        kw = {}
-        if max_elements is not None:
-            kw["max_elements"] = max_elements
-        if cache_bytes is not None:
-            kw["cache_bytes"] = cache_bytes
-        return FastEngine(program, x, keep_bias=keep_bias, batch_size=batch_size, **kw)
-    if engine == "reference":
-        return ReferenceEngine(program, x, keep_bias=keep_bias, batch_size=batch_size)
-    raise InvalidInput(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    """The engine called ``engine`` ("fast" or "reference") over ``program`` and inputs ``x``
+    (:func:`modtest.frameworks.base.choose_engine`)."""
+    return choose_engine(engine, FastEngine, ReferenceEngine, program, x, keep_bias=keep_bias, batch_size=batch_size,
+                         max_elements=max_elements, cache_bytes=cache_bytes)
 

@@ -194,7 +194,7 @@ def spectral_labels_large(adjacency, k: int, seed: int, n_init: int = 25, *, thr
     data *= a.data
     data *= inv[a.indices]
     m = sp.csr_matrix((data, a.indices, a.indptr), shape=a.shape, copy=False)
-    ncv = min(a.shape[0] - 1, max(2 * k + 1, LANCZOS_BASIS))
+    ncv = min(a.shape[0], max(2 * k + 1, LANCZOS_BASIS))  # ARPACK: k < ncv <= n
     if threads is None:
         threads = _threads() if m.nnz >= THREADED_MATVEC_NNZ else 1
     if threads > 1:

@@ -124,3 +124,15 @@ def test_auto_solver_skips_the_factorisation_of_graphs_with_many_entries(monkeyp
     auto = cl.cluster(graph, k=5, seed=0)
     assert used
     np.testing.assert_array_equal(auto.labels, cl.cluster(graph, k=5, seed=0, solver="arpack").labels)
+
+
+@pytest.mark.parametrize("n, k", [(4, 3), (13, 12), (30, 12), (200, 12)])
+def test_large_graph_solver_on_small_graphs_gives_sklearns_labels(n, k):
+    """The Lanczos basis is capped by the node count (ARPACK needs k < basis <= n): ``solver="lanczos"``
+    works on any graph clustering accepts, with scikit-learn's labels."""
+    from modtest.cluster import spectral_labels
+
+    rng = np.random.default_rng(n)
+    d = rng.uniform(0, 1, (n, n))
+    a = sp.csr_matrix(np.triu(d, 1) + np.triu(d, 1).T)
+    np.testing.assert_array_equal(spectral_labels_large(a, k, 0, n_init=5), spectral_labels(a, k, 0, n_init=5))

@@ -204,14 +204,7 @@ class FastEngine(DistinctUnitSets, PrefixCache, ReferenceEngine):
             plain = self._plan(layer, False)
             capture += [a for a in plain.capture if a not in capture]
         need = prog.upstream(capture)
-        shape_steps = set()
-        stack = list(shape_nodes)
-        while stack:  # shape arithmetic the suffix reads: recomputed for the stacked batch
-            n = stack.pop()
-            if n in shape_steps or n.op == "placeholder" or not _is_shape(n):
-                continue
-            shape_steps.add(n)
-            stack.extend(n.all_input_nodes)
+        shape_steps = prog.upstream(shape_nodes, where=_is_shape)  # recomputed for the stacked batch
         suffix = prog.steps_of(set(suffix_nodes) | shape_steps)
         tiled = {a for a in capture if a in prog.data and a is not node and a is not start}
         elements = 1

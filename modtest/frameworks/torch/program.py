@@ -384,13 +384,14 @@ class Program:
         return out
 
     @staticmethod
-    def upstream(nodes) -> set:
-        """The non-placeholder nodes that ``nodes`` depend on (those included): what computing them runs."""
+    def upstream(nodes, where=None) -> set:
+        """The non-placeholder nodes that ``nodes`` depend on (those included): what computing them runs.
+        With ``where``, the walk stops at nodes for which it is false (they are left out)."""
         need: set = set()
         stack = list(nodes)
         while stack:
             n = stack.pop()
-            if n in need or n.op == "placeholder":
+            if n in need or n.op == "placeholder" or (where is not None and not where(n)):
                 continue
             need.add(n)
             stack.extend(n.all_input_nodes)

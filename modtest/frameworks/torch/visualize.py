@@ -79,10 +79,10 @@ class TorchVisualizer:
     def _acts(self, x, nodes, with_output: bool = False):
         """Values of ``nodes`` (and the output) for a batch ``x``, running only the steps they need."""
         prog = self.program
-        need = prog.upstream(list(nodes) + ([prog.output] if with_output else []))
+        keep = list(nodes) + ([prog.output] if with_output else [])
+        need = prog.upstream(keep)
         env = prog.base_env()
         env[prog.input] = x.to(prog.input_dtype)
-        keep = list(nodes) + ([prog.output] if with_output else [])
         prog.run(env, prog.steps_of(need), int(x.shape[0]), keep=keep)
         return [env[n] for n in keep]
 

@@ -20,7 +20,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from modtest.errors import CacheError  # noqa: E402
+from modtest.errors import CacheError, InvalidInput  # noqa: E402
 from modtest.executors.workshare import WorkShare, unit_key  # noqa: E402
 
 try:
@@ -304,6 +304,41 @@ def test_store_with_workshare_announces_while_computing_and_retires(tmp_path):
     assert seen and seen[0][0]["probe"] == "clusterability" and seen[0][0]["settings"] == {"n_shuffles": 4}
     assert share.open_jobs() == [] and share.stats.computed == 5
     assert res.network["clusterability"]["n"] == 4
+
+
+def test_a_replaced_compute_is_shared_only_when_it_says_so(tmp_path):
+    """A measure re-registered with a compute function of its own (a plugin's stub, a custom lesion)
+    is run whole by one process: no job is announced and no helper joins it, since a helper would
+    otherwise run the whole function again. ``splittable=True`` opts back in."""
+    from modtest.probes import REGISTRY, Registry
+    from modtest.probes.store import ProbeStore, data_fingerprint, model_fingerprint
+    from modtest.results import ProbeResult
+
+    model, x, y = _model(tmp_path)
+    calls, announced, current = [], [], {}
+
+    def whole(req):
+        calls.append(req.executor)
+        announced.append(list(current["share"].open_jobs()))
+        return ProbeResult("lesion", [], {"importance": {"fisher_p": 0.5}}, {"k": req.k}, {})
+
+    assert all(REGISTRY.is_splittable(p) for p in ("lesion", "clusterability", "visualization"))
+    registry = Registry()
+    registry.register("importance", "lesion", whole)
+    share = current["share"] = WorkShare(tmp_path / "share")
+    ProbeStore(workshare=share, registry=registry).run("lesion", model, x, y, K, 0)
+    assert calls == [None] and announced == [[]]  # run here, nothing announced
+    share.announce({"probe": "lesion", "k": K, "seed": 0, "settings": {},
+                    "model": model_fingerprint(model), "data": data_fingerprint(x, y)})
+    helper = ProbeStore(workshare=WorkShare(tmp_path / "share"), registry=registry)
+    assert helper.help(model, [(x, y)]) == 0 and len(calls) == 1  # not joined, not run again
+    with pytest.raises(InvalidInput, match="cannot be shared out"):
+        helper.prefetch("lesion", model, x, y, K, 0)
+
+    registry.register("importance", "lesion", whole, splittable=True)
+    share2 = current["share"] = WorkShare(tmp_path / "share2")
+    ProbeStore(workshare=share2, registry=registry).run("lesion", model, x, y, K, 1)
+    assert calls[-1] is not None and announced[-1] and announced[-1][0]["probe"] == "lesion"
 
 
 def test_visualization_units_shared_match_serial(tmp_path):

@@ -61,25 +61,33 @@ class Request:
 
 
 class Registry:
-    """Measures by name and the compute function of each probe."""
+    """Measures by name, the compute function of each probe, and which of those split their work
+    into units (only those are shared out: xdist workers join them, Dask runs their units)."""
 
     def __init__(self):
         self.measures: dict[str, Measure] = {}
         self.probes: dict[str, Callable[[Request], ProbeResult]] = {}
+        self.splittable: set[str] = set()
 
     def register(self, name: str, probe: str, compute: Callable[[Request], ProbeResult],
                  network_key: str | None = None, side_note: str = "", *, row_p_key: str | None = None,
-                 row_effect_key: str | None = None) -> Measure:
+                 row_effect_key: str | None = None, splittable: bool = False) -> Measure:
         """Register (or replace) a measure; the newest compute function of a probe serves every
-        measure of that probe."""
+        measure of that probe. ``splittable``: ``compute`` runs its units on ``request.executor``
+        (a replacement that does not say so is run whole, by one process, never joined)."""
         m = Measure(name, probe, compute, network_key or name, side_note, row_p_key, row_effect_key)
         self.measures[name] = m
         self.probes[probe] = compute
+        (self.splittable.add if splittable else self.splittable.discard)(probe)
         for other, om in list(self.measures.items()):
             if om.probe == probe and om.compute is not compute:
                 self.measures[other] = Measure(om.name, om.probe, compute, om.network_key, om.side_note,
                                                om.row_p_key, om.row_effect_key)
         return m
+
+    def is_splittable(self, probe: str) -> bool:
+        """Whether ``probe``'s compute function shares its work units (see :meth:`register`)."""
+        return probe in self.splittable
 
     def measure(self, name: str) -> Measure:
         if name not in self.measures:
@@ -99,17 +107,19 @@ PROBES = REGISTRY.probes
 
 def register_measure(name: str, probe: str, compute: Callable[[Request], ProbeResult],
                      network_key: str | None = None, side_note: str = "", *,
-                     row_p_key: str | None = None, row_effect_key: str | None = None) -> Measure:
+                     row_p_key: str | None = None, row_effect_key: str | None = None,
+                     splittable: bool = False) -> Measure:
     """Register (or replace) a measure in the default registry (see :class:`Registry`)."""
     return REGISTRY.register(name, probe, compute, network_key, side_note, row_p_key=row_p_key,
-                             row_effect_key=row_effect_key)
+                             row_effect_key=row_effect_key, splittable=splittable)
 
 
 def get_measure(name: str) -> Measure:
     return REGISTRY.measure(name)
 
 
-#: probes whose compute functions split their work into units that several processes can share
+#: the built-in probes whose compute functions split their work into units that several processes
+#: can share (what :meth:`Registry.is_splittable` answers while they are registered)
 SPLITTABLE = ("lesion", "clusterability", "visualization")
 
 
@@ -154,22 +164,22 @@ def _clusterability(req: Request) -> ProbeResult:
 
 def register_builtin_measures() -> None:
     register_measure("clusterability", "clusterability", _clusterability, "clusterability",
-                     "n-cut lower than within-layer weight shuffles")
+                     "n-cut lower than within-layer weight shuffles", splittable=True)
     register_measure("importance", "lesion", _lesion, "importance",
                      "lesioning the sub-cluster drops accuracy more than random same-layer units",
-                     row_p_key="p_importance", row_effect_key="drop")
+                     row_p_key="p_importance", row_effect_key="drop", splittable=True)
     register_measure("output_coherence", "lesion", _lesion, "output_coherence",
                      "lesioning the sub-cluster hurts some classes more than others (class-wise range)",
-                     row_p_key="p_coherence", row_effect_key="coherence")
+                     row_p_key="p_coherence", row_effect_key="coherence", splittable=True)
     register_measure("input_coherence", "visualization", _visualization, "input_coherence",
                      "one image activates the whole sub-cluster better than random units",
-                     row_p_key="p_input", row_effect_key="score")
+                     row_p_key="p_input", row_effect_key="score", splittable=True)
     register_measure("visualization_output_coherence", "visualization", _visualization,
                      "output_coherence", "images of the sub-cluster give low-entropy outputs",
-                     row_p_key="p_output", row_effect_key="entropy")
+                     row_p_key="p_output", row_effect_key="entropy", splittable=True)
     register_measure("activational_variance", "visualization", _visualization,
                      "activational_variance", "sub-cluster activations are more even than random",
-                     row_p_key="p_variance", row_effect_key="variance")
+                     row_p_key="p_variance", row_effect_key="variance", splittable=True)
 
 
 register_builtin_measures()

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from modtest.errors import InvalidInput
-from modtest.probes import REGISTRY, SPLITTABLE, Registry, Request
+from modtest.probes import REGISTRY, Registry, Request
 from modtest.results import ProbeResult
 
 
@@ -88,8 +88,9 @@ class ProbeStore:
             def compute():
                 self.computed[probe] = self.computed.get(probe, 0) + 1
                 t = time.perf_counter()
-                job, executor = None, self.executor if probe in SPLITTABLE else None
-                if self.workshare is not None and probe in SPLITTABLE:
+                splittable = self.registry.is_splittable(probe)
+                job, executor = None, self.executor if splittable else None
+                if self.workshare is not None and splittable:
                     executor = self.workshare
                     job = self.workshare.announce({"probe": probe, "k": int(k), "seed": int(seed),
                                                    "settings": settings, "model": model_fp, "data": data_fp})
@@ -128,8 +129,9 @@ class ProbeStore:
 
         from modtest.executors.workshare import as_workshare
 
-        if probe not in SPLITTABLE:
-            raise InvalidInput(f"probe {probe!r} cannot be shared out; splittable: {', '.join(SPLITTABLE)}")
+        if not self.registry.is_splittable(probe):
+            raise InvalidInput(f"probe {probe!r} cannot be shared out; splittable: "
+                               f"{', '.join(sorted(self.registry.splittable)) or 'none registered'}")
         settings = dict(settings or {})
         key = self.key(probe, model, x, y, k, seed, settings)
         if key in self.memory:
@@ -178,7 +180,7 @@ class ProbeStore:
                 key = unit_key("job", job)
                 done.add(key)
                 probe = job.get("probe")
-                if probe not in SPLITTABLE or job.get("model") != mfp or job.get("data") not in data:
+                if not self.registry.is_splittable(probe) or job.get("model") != mfp or job.get("data") not in data:
                     continue
                 x, y = data[job["data"]]
                 settings = dict(job.get("settings") or {})

@@ -336,6 +336,8 @@ def test_a_replaced_compute_is_shared_only_when_it_says_so(tmp_path):
         helper.prefetch("lesion", model, x, y, K, 0)
 
     registry.register("importance", "lesion", whole, splittable=True)
+    registry.register("another", "lesion", whole)  # a second measure of the same function keeps it
+    assert registry.is_splittable("lesion")
     share2 = current["share"] = WorkShare(tmp_path / "share2")
     ProbeStore(workshare=share2, registry=registry).run("lesion", model, x, y, K, 1)
     assert calls[-1] is not None and announced[-1] and announced[-1][0]["probe"] == "lesion"

@@ -71,14 +71,20 @@ class Registry:
 
     def register(self, name: str, probe: str, compute: Callable[[Request], ProbeResult],
                  network_key: str | None = None, side_note: str = "", *, row_p_key: str | None = None,
-                 row_effect_key: str | None = None, splittable: bool = False) -> Measure:
+                 row_effect_key: str | None = None, splittable: bool | None = None) -> Measure:
         """Register (or replace) a measure; the newest compute function of a probe serves every
-        measure of that probe. ``splittable``: ``compute`` runs its units on ``request.executor``
-        (a replacement that does not say so is run whole, by one process, never joined)."""
+        measure of that probe. ``splittable``: ``compute`` runs its units on ``request.executor``;
+        None keeps what was said of the same function, and a new function that does not say so is
+        run whole, by one process, never joined."""
+        if splittable is None:
+            splittable = self.probes.get(probe) is compute and probe in self.splittable
         m = Measure(name, probe, compute, network_key or name, side_note, row_p_key, row_effect_key)
         self.measures[name] = m
         self.probes[probe] = compute
-        (self.splittable.add if splittable else self.splittable.discard)(probe)
+        if splittable:
+            self.splittable.add(probe)
+        else:
+            self.splittable.discard(probe)
         for other, om in list(self.measures.items()):
             if om.probe == probe and om.compute is not compute:
                 self.measures[other] = Measure(om.name, om.probe, compute, om.network_key, om.side_note,
@@ -108,7 +114,7 @@ PROBES = REGISTRY.probes
 def register_measure(name: str, probe: str, compute: Callable[[Request], ProbeResult],
                      network_key: str | None = None, side_note: str = "", *,
                      row_p_key: str | None = None, row_effect_key: str | None = None,
-                     splittable: bool = False) -> Measure:
+                     splittable: bool | None = None) -> Measure:
     """Register (or replace) a measure in the default registry (see :class:`Registry`)."""
     return REGISTRY.register(name, probe, compute, network_key, side_note, row_p_key=row_p_key,
                              row_effect_key=row_effect_key, splittable=splittable)

@@ -1,6 +1,9 @@
 """Shared test helpers: the pytester plugin and a stub-probe conftest for inner sessions (small seeded
 models live in tests/_models.py)."""
 
+import random
+from pathlib import Path
+
 import _pytest.pytester
 import pytest
 
@@ -22,43 +25,26 @@ class _KeepFrameworks(_pytest.pytester.SysModulesSnapshot):
 
 _pytest.pytester.SysModulesSnapshot = _KeepFrameworks
 
+#: the head of an inner session's conftest: tests/_fakes.py (the fake adapter), importable there
+FAKE_FILES = f'''
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent / "tests")!r})
+from _fakes import FakeModel, register_fake_files
+'''
+
 # A conftest for pytester inner sessions: replaces the lesion probe with a stub whose network p-value
-# is P[str(k)] (so each assertion's raw p is known), and registers a fake model adapter for .keras
-# files (no framework, fits the shipped digits data), so an inner session needs no Keras and runs in
-# about a second. Each probe computation appends a line to
+# is P[str(k)] (so each assertion's raw p is known), and registers the fake model adapter of
+# tests/_fakes.py for .keras files (no framework, fits the shipped digits data), so an inner session
+# needs no Keras and runs in about a second. Each probe computation appends a line to
 # the file named by $MODTEST_STUB_CALLS (when set), so tests can count them across processes.
-STUB_CONFTEST = '''
+STUB_CONFTEST = FAKE_FILES + '''
 import os
-from pathlib import Path
-import numpy as np
 from modtest import probes
-from modtest.frameworks import ModelAdapter, register_adapter
 from modtest.results import ProbeResult
 
 P = {p_by_k!r}
 
-class FakeModel:
-    def __init__(self, name):
-        self.name = name
-
-class FakeAdapter(ModelAdapter):
-    # fits the shipped digits data; its fingerprint is its name: no framework, no weights
-    framework = "fake"
-    input_shape = (8, 8, 1)
-    n_classes = 10
-    def compute_fingerprint(self):
-        return "fake-" + Path(self.model.name).name
-    def graph_spec(self):
-        raise NotImplementedError
-    def unit_layers(self):
-        return []
-    def lesion_engine(self, x, **kw):
-        raise NotImplementedError
-
-register_adapter("fake", accepts=lambda m: isinstance(m, FakeModel), wrap=FakeAdapter,
-                 suffixes=(".keras",), load=lambda path, trust=False: FakeModel(str(path)))
-for _name in ("m.keras", "m1.keras", "m2.keras"):
-    Path(_name).touch()
+register_fake_files("m.keras", "m1.keras", "m2.keras")
 
 def stub_lesion(req):
     calls = os.environ.get("MODTEST_STUB_CALLS")
@@ -101,3 +87,30 @@ def _inner_sessions_are_not_xdist_workers(monkeypatch):
     sessions and subprocesses the tests start (they would think they are workers of another session)."""
     for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID", "_MODTEST_PINNED"):
         monkeypatch.delenv(name, raising=False)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--shuffle", metavar="SEED", default=None,
+                     help="run the tests in an order shuffled with SEED (test files and the tests in each); "
+                          ".ci/run does a shuffled pass to catch tests that depend on another's leftovers")
+
+
+def pytest_collection_modifyitems(config, items):
+    """``--shuffle SEED``: the same order on every xdist worker (xdist needs identical collections)."""
+    seed = config.getoption("--shuffle")
+    if seed is None:
+        return
+    rng = random.Random(str(seed))
+    files: dict[str, list] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::")[0], []).append(item)
+    groups = list(files.values())
+    rng.shuffle(groups)
+    for group in groups:
+        rng.shuffle(group)
+    items[:] = [item for group in groups for item in group]
+
+
+def pytest_report_header(config):
+    seed = config.getoption("--shuffle")
+    return None if seed is None else f"tests shuffled with --shuffle {seed}"

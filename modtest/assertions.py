@@ -141,18 +141,19 @@ def _assert_measure(measure_name: str, model, k, alpha, data, seed, method: str,
 
     context = current()
     collector, defaults = context.collector, context.defaults
-    measure = context.store.registry.measure(measure_name)
+    measure = context.registry.measure(measure_name)
     k = defaults.k if k is None else check_int("k", k, minimum=2)
     alpha = check_alpha(defaults.alpha if alpha is None else alpha)
     seed = defaults.seed if seed is None else check_int("seed", seed, minimum=0)
     model = context.adapter(resolve_model(model, trust=defaults.trust))
-    if measure.probe == "clusterability":
+    declaration = context.registry.declarations.get(measure.probe)
+    if declaration is not None and not declaration.uses_data:  # a probe of the weights only
         import numpy as np
 
         x, y = np.zeros(0, np.float32), np.zeros(0, np.int64)
     else:
         x, y = resolve_data(data, model, defaults)
-    settings = defaults.probe_settings(measure.probe, alpha)
+    settings = defaults.probe_settings(measure.probe, alpha, context.registry)
     settings.update(extra_settings or {})
     protocol = settings.get("protocol", "paper")
     name = f"{measure_name}[k={k},seed={seed}]"

@@ -98,7 +98,7 @@ def cmd_cluster(args) -> int:
 _AUDIT = ("modtest_k", "modtest_seed", "modtest_json", "modtest_trust_model", "data", "modtest_max_examples",
           "modtest_alpha", "modtest_correction", "modtest_protocol", "modtest_ensemble", "modtest_max_random",
           "modtest_inconclusive", "modtest_progress", "modtest_html", "modtest_scheduler",
-          "modtest_scheduler_timeout")
+          "modtest_scheduler_timeout", "modtest_probes")
 
 
 def _clusterability_arg(raw):
@@ -146,11 +146,17 @@ def _audit_data(adapter, data, max_examples, preloaded=None):
 def cmd_audit(args) -> int:
     """Cluster the model, run the lesion study and print one line per tested sub-cluster."""
     from modtest._validation import check_choice, check_int
-    from modtest.report.audit import MEASURES
+    from modtest.context import current
+    from modtest.probes import load_probes
 
     s = _settings(args, _AUDIT)
     n_random = check_int("--n-random", args.n_random, minimum=1)
-    claims = [check_choice("--claims entry", c.strip(), MEASURES) for c in args.claims.split(",") if c.strip()]
+    registry = current().registry
+    for spec in s["modtest_probes"] or ():  # their measures become claimable (and claimed: audit=True)
+        load_probes(spec, registry)
+    claims = (registry.audit_measures() if args.claims is None else
+              [check_choice("--claims entry", c.strip(), registry.measures) for c in args.claims.split(",")
+               if c.strip()])
     clusterability = _clusterability_arg(args.clusterability)
     # the files first, before anything slow is imported: a typo is reported at once
     model_file = _model_file(args.model, s["modtest_trust_model"])
@@ -206,11 +212,12 @@ def cmd_audit(args) -> int:
         out = report.to_dict()
         from modtest.results import _jsonable
 
-        imp, coh = res.network["importance"], res.network["output_coherence"]
-        out.update(_jsonable({  # the keys of earlier versions, for their readers
-            "ncut": float(part.ncut), "subclusters": res.rows,
-            "importance": {"fisher_p": imp["fisher_p"], "chi2_p": imp["chi2_p"]},
-            "output_coherence": {"fisher_p": coh["fisher_p"], "chi2_p": coh["chi2_p"]}}))
+        if res is not None:
+            imp, coh = res.network["importance"], res.network["output_coherence"]
+            out.update(_jsonable({  # the keys of earlier versions, for their readers
+                "ncut": float(part.ncut), "subclusters": res.rows,
+                "importance": {"fisher_p": imp["fisher_p"], "chi2_p": imp["chi2_p"]},
+                "output_coherence": {"fisher_p": coh["fisher_p"], "chi2_p": coh["chi2_p"]}}))
         atomic_write_text(s["modtest_json"], json.dumps(out, indent=2, allow_nan=False))
         print(f"wrote {s['modtest_json']}")
     if s["modtest_html"]:
@@ -231,6 +238,35 @@ def _fmt_p(p) -> str:
 
 
 def _print_audit(report, part, res, name) -> None:
+    if res is None:  # no lesion measure claimed
+        print(f"{name}: k={part.k}, seed={part.seed}, n-cut={part.ncut:.4f}, protocol={report.protocol}")
+    else:
+        _print_lesion(report, part, res, name)
+    for c in report.claims:  # the measures of other probes (declared ones: docs/extending.md)
+        if c["measure"] not in ("importance", "output_coherence", "clusterability"):
+            label = c["measure"].replace("_", " ") + ":"
+            print(f"{label:<18}raw p={_fmt_p(c.get('p_raw'))}" + (f"  ({c['detail']})" if c.get("detail") else ""))
+    cl = report.probe("clusterability")
+    if cl is not None:
+        net = cl["network"]["clusterability"]
+        claimed = any(c["measure"] == "clusterability" for c in report.claims)
+        print(f"clusterability:   n-cut={net['ncut']:.4f}  shuffle p={net['p']:.3g}  (n={net['n']}"
+              + ("" if claimed else "; for the report, not a claim: --clusterability N makes it one") + ")")
+    for note in (report.extra or {}).get("notes", []):
+        print(f"note: {note}")
+    if report.double_lesion is not None:
+        pairs = report.double_lesion["pairs"]
+        print(f"double lesions:   {len(pairs)} pair(s) of important sub-clusters in different layers")
+    print(f"claims ({report.correction} correction, alpha={report.alpha:g}): " + ", ".join(
+        f"{c['measure']} {c['verdict']} (p={'-' if c['p_corrected'] is None else format(c['p_corrected'], '.3g')})"
+        for c in report.claims))
+    hints = [h for c in report.claims if c.get("verdict") != "pass" for h in (c.get("hints") or [])]
+    for h in dict.fromkeys(hints):  # each once, in order
+        print(f"why: {h}")
+
+
+
+def _print_lesion(report, part, res, name) -> None:
     print(f"{name}: k={part.k}, seed={part.seed}, n-cut={part.ncut:.4f}, "
           f"base accuracy={res.extras['base_accuracy']:.4f}, protocol={report.protocol}")
     print(f"  {'layer':<16} {'cluster':>7} {'size':>5} {'fraction':>8} {'drop':>8} "
@@ -252,23 +288,6 @@ def _print_audit(report, part, res, name) -> None:
                   + (f", excluded={net['n_excluded']}" if net.get("n_excluded") else "") + ")")
     if res.network["n_filtered"]:
         print(f"{res.network['n_filtered']} of {res.network['n_subclusters']} sub-clusters filtered out")
-    cl = report.probe("clusterability")
-    if cl is not None:
-        net = cl["network"]["clusterability"]
-        claimed = any(c["measure"] == "clusterability" for c in report.claims)
-        print(f"clusterability:   n-cut={net['ncut']:.4f}  shuffle p={net['p']:.3g}  (n={net['n']}"
-              + ("" if claimed else "; for the report, not a claim: --clusterability N makes it one") + ")")
-    for note in (report.extra or {}).get("notes", []):
-        print(f"note: {note}")
-    if report.double_lesion is not None:
-        pairs = report.double_lesion["pairs"]
-        print(f"double lesions:   {len(pairs)} pair(s) of important sub-clusters in different layers")
-    print(f"claims ({report.correction} correction, alpha={report.alpha:g}): " + ", ".join(
-        f"{c['measure']} {c['verdict']} (p={'-' if c['p_corrected'] is None else format(c['p_corrected'], '.3g')})"
-        for c in report.claims))
-    hints = [h for c in report.claims if c.get("verdict") != "pass" for h in (c.get("hints") or [])]
-    for h in dict.fromkeys(hints):  # each once, in order
-        print(f"why: {h}")
 
 
 def _check_writable(*paths) -> None:
@@ -355,9 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also lesion pairs of important sub-clusters (paper A.10, Figure 9)")
     p.add_argument("--double-n-random", type=int, default=20, metavar="N",
                    help="random controls per double-lesion test (default 20)")
-    p.add_argument("--claims", default="importance,output_coherence", metavar="M,...",
-                   help="claims to judge: importance, output_coherence (default both; both are computed "
-                        "and printed either way)")
+    p.add_argument("--claims", default=None, metavar="M,...",
+                   help="claims to judge: importance, output_coherence, or any measure of a probe of --probes "
+                        "(default: importance and output_coherence, and the measures of --probes' probes "
+                        "declared with audit=True; the lesion study's two are computed and printed either way)")
     p.add_argument("--no-fail", action="store_true", help="exit 0 even when a claim fails (report only)")
     p.set_defaults(func=cmd_audit)
     p = sub.add_parser("init", help="add modularity tests to a project: tests/test_modularity.py and the "

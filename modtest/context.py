@@ -1,9 +1,11 @@
 """The audit context: what an assertion uses when it is not told.
 
 One object holds the defaults (k, alpha, seed, data, trust, per-probe settings), the claim collector,
-the probe store and the partitions of the running audit. The pytest session installs its own for the
-length of the session (:func:`activate`); outside pytest a plain one is created on first use, in
-which claims are judged alone. Tests make their own with :func:`using` instead of patching modules.
+the probe store, the registry of measures and the partitions of the running audit. A pytest session
+installs its own before its conftest files are imported and restores the previous one when it ends
+(so nothing a session registers outlives it); outside pytest a plain one, the process default, is
+created on first use, in which claims are judged alone. Code that needs its own makes one and runs
+inside :func:`using`; nothing patches module state.
 """
 from __future__ import annotations
 
@@ -29,28 +31,34 @@ class Defaults:
     ensemble: int = DEFAULTS["ensemble"]
     max_random: int = DEFAULTS["max_random"]
 
-    def probe_settings(self, probe: str, alpha: float) -> dict:
-        """The settings ``probe`` runs with for a claim at ``alpha``: the per-probe settings and the
-        protocol's (an assertion and a prefetch ask for the same, so they share one cache entry)."""
+    def probe_settings(self, probe: str, alpha: float, registry=None) -> dict:
+        """The settings ``probe`` runs with for a claim at ``alpha``: the per-probe settings and, under
+        the robust protocol, those its declaration's robust variant needs (``registry``: where the
+        declaration is read; an assertion and a prefetch ask for the same, so they share one cache
+        entry)."""
         settings = dict(self.settings.get(probe, {}))
-        if self.protocol == "robust" and probe in ("lesion", "clusterability", "visualization"):
+        declaration = registry.declarations.get(probe) if registry is not None else None
+        if self.protocol == "robust" and declaration is not None and declaration.robust is not None:
             settings.setdefault("protocol", "robust")
             settings.setdefault("alpha", alpha)
-            if probe == "lesion":
-                settings.setdefault("ensemble", self.ensemble)
-                settings.setdefault("max_random", self.max_random)
-            if probe == "visualization":  # images cost far more than lesions: an eighth of the cap
-                settings.setdefault("ensemble", self.ensemble)
-                settings.setdefault("max_random", max(9, self.max_random // 8))
+            for key, value in (declaration.robust_settings(self) if declaration.robust_settings else {}).items():
+                settings.setdefault(key, value)
         return settings
 
 
 class AuditContext:
-    """Defaults, claim collector (None: claims are judged alone), probe store, partitions, and the
-    progress reporter long probes report to (:mod:`modtest.progress`; default: live lines on a
-    terminal, nothing otherwise)."""
+    """Defaults, claim collector (None: claims are judged alone), probe store, registry of measures,
+    partitions, and the progress reporter long probes report to (:mod:`modtest.progress`; default:
+    live lines on a terminal, nothing otherwise).
 
-    def __init__(self, defaults: Defaults | None = None, collector=None, store=None, progress=None):
+    ``registry``: the measures this audit knows (:class:`modtest.probes.Registry`); default: the
+    store's when it was given one, else the active context's (the same object: a measure registered
+    there is seen here), else a fresh registry of the built-in measures.
+    """
+
+    def __init__(self, defaults: Defaults | None = None, collector=None, store=None, progress=None,
+                 registry=None):
+        from modtest.probes import builtin_registry
         from modtest.probes.store import ProbeStore
         from modtest.progress import default_reporter
 
@@ -59,7 +67,14 @@ class AuditContext:
         self.collector = collector
         self.partitions: dict[tuple, Any] = {}
         self._adapters: dict[int, tuple] = {}
-        self.store = store if store is not None else ProbeStore()
+        if registry is None and store is not None:
+            registry = store.own_registry
+        if registry is None:
+            registry = _CURRENT.registry if _CURRENT is not None else builtin_registry()
+        self.registry = registry
+        self.store = store if store is not None else ProbeStore(registry=registry)
+        if self.store.own_registry is None:
+            self.store.registry = registry
         self.store.partitions = self.partition
 
     def adapter(self, model):
@@ -86,6 +101,8 @@ class AuditContext:
         return self.partitions[key]
 
 
+#: the active context: set only by :func:`activate` (a pytest session, :func:`using`), which hands
+#: back the previous one to restore
 _CURRENT: AuditContext | None = None
 
 
@@ -94,6 +111,11 @@ def current() -> AuditContext:
     global _CURRENT
     if _CURRENT is None:
         _CURRENT = AuditContext()
+    return _CURRENT
+
+
+def current_or_none() -> AuditContext | None:
+    """The active context, or None before any was made or installed."""
     return _CURRENT
 
 

@@ -131,6 +131,10 @@ OPTIONS = (
     Option("modtest_scheduler_timeout", "--modtest-scheduler-timeout", "float", 10.0,
            "seconds to wait for the Dask scheduler and a first worker before failing (default 10)",
            cli="--scheduler-timeout", check=_positive),
+    Option("modtest_probes", "--modtest-probes", "list", None,
+           "comma-separated probe modules (dotted names or .py files) whose declared probes this audit adds "
+           "(docs/extending.md); modtest audit claims the measures of those declared with audit=True",
+           cli="--probes"),
     Option("modtest_prefetch", "--modtest-prefetch", "list", None,
            "comma-separated measures (e.g. importance,output_coherence) whose probe every process (each "
            "xdist worker) joins at session start, sharing its work units through <cache>/workshare"),

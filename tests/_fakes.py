@@ -1,6 +1,13 @@
 """A model adapter without a framework, for tests of the layers above the probes (assertions, the
-store, the plugin): it fits the shipped digits data and its fingerprint is its name."""
+store, the plugin): it fits the shipped digits data and its fingerprint is its name.
+
+The one copy: this suite imports it, and the conftest files of inner pytester sessions import it
+too (the root conftest's ``FAKE_FILES`` head), with :func:`register_fake_files` so that
+``--model m.keras`` loads a :class:`FakeModel`.
+"""
 from __future__ import annotations
+
+from pathlib import Path
 
 from modtest.frameworks import ModelAdapter, register_adapter
 
@@ -28,4 +35,17 @@ class FakeAdapter(ModelAdapter):
         raise NotImplementedError
 
 
-register_adapter("fake", accepts=lambda m: isinstance(m, FakeModel), wrap=FakeAdapter)
+def register_fake(**kw) -> None:
+    """The fake adapter for :class:`FakeModel` objects (and, with ``suffixes`` and ``load``, files)."""
+    register_adapter("fake", accepts=lambda m: isinstance(m, FakeModel), wrap=FakeAdapter, **kw)
+
+
+def register_fake_files(*names: str) -> None:
+    """``.keras`` files load as a :class:`FakeModel` named after the file (no framework, no weights;
+    its fingerprint is the file's name), and empty files ``names`` are made in the working folder."""
+    register_fake(suffixes=(".keras",), load=lambda path, trust=False: FakeModel("fake-" + Path(path).name))
+    for name in names:
+        Path(name).touch()
+
+
+register_fake()

@@ -9,6 +9,7 @@ import pytest
 
 from modtest import probes
 from modtest.cli import main
+from modtest.context import AuditContext, using
 from modtest.results import ProbeResult
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,9 +19,8 @@ EXAMPLE_DATA = ROOT / "examples" / "digits_test.npz"
 
 @pytest.fixture
 def stub_lesion():
-    """Replace the lesion probe by one whose network p-values are set per test (the real model and
-    partition are used; the registry is restored after)."""
-    saved = (dict(probes.REGISTRY.measures), dict(probes.REGISTRY.probes))
+    """The CLI run inside an audit context of its own, whose lesion probe is one with network
+    p-values set per test (the real model and partition are used); nothing outside it changes."""
     net = {}
 
     def stub(req):
@@ -31,13 +31,10 @@ def stub_lesion():
         network.update(n_filtered=0, n_subclusters=1)
         return ProbeResult("lesion", rows, network, {"k": req.k}, {"base_accuracy": 0.9})
 
-    for name, key in (("importance", "p_importance"), ("output_coherence", "p_coherence")):
-        probes.register_measure(name, "lesion", stub, name, "stub", row_p_key=key, row_effect_key="drop")
-    yield net
-    probes.REGISTRY.measures.clear()
-    probes.REGISTRY.measures.update(saved[0])
-    probes.REGISTRY.probes.clear()
-    probes.REGISTRY.probes.update(saved[1])
+    with using(AuditContext(registry=probes.builtin_registry())):
+        for name, key in (("importance", "p_importance"), ("output_coherence", "p_coherence")):
+            probes.register_measure(name, "lesion", stub, name, "stub", row_p_key=key, row_effect_key="drop")
+        yield net
 
 
 AUDIT = ["audit", str(EXAMPLE_MODEL), "--data", str(EXAMPLE_DATA), "--clusterability", "0", "--progress", "off"]

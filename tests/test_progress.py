@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import FAKE_FILES
 from modtest.progress import BoardReporter, BoardWatcher, ConsoleReporter, format_state
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,32 +138,12 @@ def test_cli_audit_draws_a_live_progress_line_on_a_terminal(tmp_path):
     assert "\x1b[" in out  # drawn and redrawn in place (rich's cursor control)
 
 
-STUB_PROBE_CONFTEST = '''
-from pathlib import Path
+STUB_PROBE_CONFTEST = FAKE_FILES + '''
 from modtest import probes
-from modtest.frameworks import ModelAdapter, register_adapter
 from modtest.progress import task
 from modtest.results import ProbeResult
 
-class FakeModel:
-    name = "fake"
-
-class FakeAdapter(ModelAdapter):
-    framework = "fake"
-    input_shape = (8, 8, 1)
-    n_classes = 10
-    def compute_fingerprint(self):
-        return "fake-model"
-    def graph_spec(self):
-        raise NotImplementedError
-    def unit_layers(self):
-        return []
-    def lesion_engine(self, x, **kw):
-        raise NotImplementedError
-
-register_adapter("fake", accepts=lambda m: isinstance(m, FakeModel), wrap=FakeAdapter, suffixes=(".keras",),
-                 load=lambda path, trust=False: FakeModel())
-Path("m.keras").touch()
+register_fake_files("m.keras")
 
 def stub(req):
     with task("stub probe", 4) as t:

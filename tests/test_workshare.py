@@ -310,7 +310,7 @@ def test_a_replaced_compute_is_shared_only_when_it_says_so(tmp_path):
     """A measure re-registered with a compute function of its own (a plugin's stub, a custom lesion)
     is run whole by one process: no job is announced and no helper joins it, since a helper would
     otherwise run the whole function again. ``splittable=True`` opts back in."""
-    from modtest.probes import REGISTRY, SPLITTABLE, Registry
+    from modtest.probes import SPLITTABLE, Registry, builtin_registry
     from modtest.probes.store import ProbeStore, data_fingerprint, model_fingerprint
     from modtest.results import ProbeResult
 
@@ -322,7 +322,7 @@ def test_a_replaced_compute_is_shared_only_when_it_says_so(tmp_path):
         announced.append(list(current["share"].open_jobs()))
         return ProbeResult("lesion", [], {"importance": {"fisher_p": 0.5}}, {"k": req.k}, {})
 
-    assert REGISTRY.splittable == set(SPLITTABLE) == {"lesion", "clusterability", "visualization"}
+    assert builtin_registry().splittable == set(SPLITTABLE) == {"lesion", "clusterability", "visualization"}
     registry = Registry()
     registry.register("importance", "lesion", whole)
     share = current["share"] = WorkShare(tmp_path / "share")

@@ -17,7 +17,7 @@ from modtest.errors import ModelLoadError
 from modtest.frameworks.base import LesionEngine, ModelAdapter
 
 __all__ = ["ModelAdapter", "LesionEngine", "adapt", "load_model", "register_adapter", "check_model_file",
-           "file_signature", "supported_suffixes"]
+           "file_signature", "supported_suffixes", "adapter_registrations", "restore_adapter_registrations"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,17 @@ def register_adapter(framework: str, *, accepts, wrap, suffixes=(), load=None, c
     _REGISTRY[:] = [e for e in _REGISTRY if e.framework != framework]
     _REGISTRY.insert(0, _Entry(framework, accepts, wrap, tuple(s.lower() for s in suffixes), load, check, hint,
                                signature, None if reads is None else tuple(s.lower() for s in reads)))
+
+
+def adapter_registrations() -> tuple:
+    """The adapters registered now (newest first), for :func:`restore_adapter_registrations`."""
+    return tuple(_REGISTRY)
+
+
+def restore_adapter_registrations(entries: tuple) -> None:
+    """Put back the adapters of :func:`adapter_registrations` (a pytest session's scope does at its
+    end: adapters its conftest files registered do not outlive it)."""
+    _REGISTRY[:] = list(entries)
 
 
 def _module_of(obj) -> str:

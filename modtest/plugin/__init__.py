@@ -14,6 +14,7 @@ from modtest.options import OPTIONS
 from modtest.plugin.xdist import pytest_xdist_auto_num_workers  # noqa: F401 - a hook of this plugin
 
 _KEY = pytest.StashKey["ModtestSession"]()
+_SCOPE = pytest.StashKey["SessionScope"]()
 
 
 def pytest_addoption(parser):
@@ -41,6 +42,7 @@ def pytest_load_initial_conftests(early_config, parser, args):
     from modtest.plugin.xdist import early_environment
 
     quiet_startup()
+    _open_scope(early_config)
     backend = getattr(early_config.known_args_namespace, "modtest_backend", None)
     if backend is None:
         try:
@@ -50,12 +52,29 @@ def pytest_load_initial_conftests(early_config, parser, args):
     early_environment(str(backend).strip() if backend else None)
 
 
+def _open_scope(config) -> None:
+    """This session's own audit context and adapter registrations, from before its conftest files
+    are imported (so what they register belongs to this session) until its config is cleaned up,
+    whether or not the session got to run (a usage error too): then the previous ones are back."""
+    from modtest.plugin.session import SessionScope
+
+    if _SCOPE not in config.stash:
+        scope = config.stash[_SCOPE] = SessionScope.open()
+        config.add_cleanup(scope.close)
+
+
+def session_scope(config):
+    """The :class:`~modtest.plugin.session.SessionScope` of a pytest config (opened on first use)."""
+    _open_scope(config)
+    return config.stash[_SCOPE]
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     from modtest.plugin.session import ModtestSession
     from modtest.plugin.xdist import ControllerPlugin, WorkerPlugin, early_environment
 
-    session = ModtestSession(config)
+    session = ModtestSession(config, session_scope(config))
     early_environment(session.backend)
     config.stash[_KEY] = session
     config.pluginmanager.register(session, "modtest-session")  # pytest_configure is historic: it runs now

@@ -17,14 +17,56 @@ import pytest
 from modtest.claims import ClaimCollector, failure_message
 from modtest.errors import InvalidInput, ModtestError
 from modtest.options import BY_DEST, OPTIONS, parse
+from modtest.probes import BUILTIN
 
-#: probes that --modtest-prefetch can compute cooperatively (split into work units); clusterability
-#: is not: its n_shuffles comes from each assertion, so a session-wide prefetch would compute another
-#: cache entry (idle xdist workers still join it, see ProbeStore.help)
-PREFETCHABLE = ("lesion", "visualization")
+#: probes that --modtest-prefetch can compute cooperatively (split into work units): those declared
+#: with ``prefetch=True`` (:class:`modtest.probes.ProbeDeclaration`). Clusterability is not: its
+#: n_shuffles comes from each assertion, so a session-wide prefetch would compute another cache
+#: entry (idle xdist workers still join it, see ProbeStore.help)
+PREFETCHABLE = tuple(d.name for d in BUILTIN if d.prefetch)
 COMPARE_HELP = ("compare the audit with baseline NAME (no NAME, or the ini value 'latest': the most "
                 "recent); fail the session when a claim that held no longer holds or a "
                 "--modtest-compare-fail rule breaks. Write --modtest-compare=NAME")
+
+
+class SessionScope:
+    """What one pytest session owns from before its conftest files are imported to its end: an
+    audit context with its own registry of measures (a copy of the one active when it opened) and
+    the adapters registered meanwhile. :meth:`close` puts back what was active before, so a session
+    run inside another process (pytester, ``pytest.main``) leaves that process as it found it."""
+
+    def __init__(self, context, previous, adapters):
+        self.context = context
+        self.previous = previous
+        self._adapters = adapters
+        self._mine = {id(context)}
+
+    @classmethod
+    def open(cls) -> SessionScope:
+        from modtest import context as _context
+        from modtest.frameworks import adapter_registrations
+
+        ctx = _context.AuditContext(registry=_context.current().registry.copy())
+        return cls(ctx, _context.activate(ctx), adapter_registrations())
+
+    @property
+    def registry(self):
+        return self.context.registry
+
+    def install(self, context) -> None:
+        """Make ``context`` (the session's full context, on this scope's registry) the active one."""
+        from modtest import context as _context
+
+        self._mine.add(id(context))
+        _context.activate(context)
+
+    def close(self) -> None:
+        from modtest import context as _context
+        from modtest.frameworks import restore_adapter_registrations
+
+        if id(_context.current_or_none()) in self._mine:
+            _context.activate(self.previous)
+        restore_adapter_registrations(self._adapters)
 
 
 def raw_option(config, dest: str, kind: str):
@@ -52,8 +94,9 @@ def configured_for_modtest(config) -> bool:
 class ModtestSession:
     """Settings and state of one pytest session (on the controller, a worker, or alone)."""
 
-    def __init__(self, config):
+    def __init__(self, config, scope: SessionScope):
         self.config = config
+        self.scope = scope
         self.worker = os.environ.get("PYTEST_XDIST_WORKER")
         self.is_worker = hasattr(config, "workerinput")
         self._parse(config)
@@ -69,7 +112,6 @@ class ModtestSession:
         self._raw = None
         self._data: dict[int, tuple] = {}  # id(adapter) -> (adapter, x, y): checked, subsampled
         self.data_notice: str | None = None
-        self._previous_context = None
         self.progress_dir: Path | None = None  # xdist: the workers' progress boards
         self._watcher = None
 
@@ -118,6 +160,7 @@ class ModtestSession:
         self.backend = vals["modtest_backend"][0]
         self.html_path = vals["modtest_html"][0]
         self.storage_dir = Path(vals["modtest_storage"][0] or (config.rootpath / ".modtest" / "baselines"))
+        self.probe_modules = self._load_probes(vals["modtest_probes"][0] or ())
         self.prefetch = self._prefetch_probes(vals["modtest_prefetch"][0] or ())
         self.scheduler = vals["modtest_scheduler"][0]
         self.scheduler_timeout = vals["modtest_scheduler_timeout"][0]
@@ -140,19 +183,30 @@ class ModtestSession:
         compare = raw_option(config, "modtest_compare", "str")[0]
         self.compare_name = None if compare is None else (str(compare).strip() or "latest")
 
-    @staticmethod
-    def _prefetch_probes(names) -> tuple:
-        from modtest.probes import MEASURES
+    def _load_probes(self, specs) -> tuple:
+        """--modtest-probes: the declared probes of each module, added to this session's registry."""
+        from modtest.probes import load_probes
 
+        for spec in specs:
+            try:
+                load_probes(spec, self.scope.registry)
+            except ModtestError as exc:
+                raise pytest.UsageError(f"--modtest-probes: {exc}") from None
+        return tuple(specs)
+
+    def _prefetch_probes(self, names) -> tuple:
+        MEASURES = self.scope.registry.measures  # noqa: N806 - the session's registry
         out = []
         for name in names:
             if name not in MEASURES:
                 raise pytest.UsageError(f"--modtest-prefetch: unknown measure {name!r}; choose from "
                                         f"{', '.join(sorted(MEASURES))}")
             probe = MEASURES[name].probe
-            if probe not in PREFETCHABLE:
+            declaration = self.scope.registry.declarations.get(probe)
+            if declaration is None or not declaration.prefetch:
+                supported = [d.name for d in self.scope.registry.declarations.values() if d.prefetch]
                 raise pytest.UsageError(f"--modtest-prefetch: measure {name!r} (probe {probe!r}) cannot "
-                                        f"be prefetched; supported probes: {', '.join(PREFETCHABLE)}")
+                                        f"be prefetched; supported probes: {', '.join(supported)}")
             if probe not in out:
                 out.append(probe)
         return tuple(out)
@@ -215,7 +269,6 @@ class ModtestSession:
     # ------------------------------------------------------------------ hooks
     @pytest.hookimpl(tryfirst=True)
     def pytest_configure(self, config):
-        from modtest import context as _context
         from modtest.context import AuditContext, Defaults
         from modtest.probes.store import ProbeStore
         from modtest.store import ProbeCache
@@ -232,8 +285,9 @@ class ModtestSession:
         defaults = Defaults(k=self.k, alpha=self.alpha, seed=self.seed, data=self.data_for, trust=self.trust,
                             protocol=self.protocol, ensemble=self.ensemble, max_random=self.max_random)
         self.context = AuditContext(defaults, ClaimCollector(self.correction),
-                                    ProbeStore(ProbeCache(self.cache_dir), workshare=share, executor=self.executor),
-                                    progress=self._progress_reporter(config))
+                                    ProbeStore(ProbeCache(self.cache_dir), workshare=share, executor=self.executor,
+                                               registry=self.scope.registry),
+                                    progress=self._progress_reporter(config), registry=self.scope.registry)
         if self.compare_name is not None and not self.is_worker:
             from modtest.report.storage import BaselineStorage
 
@@ -243,7 +297,7 @@ class ModtestSession:
                 self.baseline = storage.load(self.baseline_name)
             except ModtestError as exc:
                 raise pytest.UsageError(f"--modtest-compare: {exc}") from None
-        self._previous_context = _context.activate(self.context)
+        self.scope.install(self.context)
 
     def _progress_reporter(self, config):
         """Where probes report progress: nothing (``--modtest-progress off``), the controller's board
@@ -258,10 +312,7 @@ class ModtestSession:
         return TerminalProgress(config, self.progress_mode)
 
     def pytest_unconfigure(self, config):
-        from modtest import context as _context
-
-        if _context._CURRENT is self.context:
-            _context.activate(self._previous_context)
+        # the context goes back to the previous one when the config is cleaned up (SessionScope)
         if self.executor is not None:
             self.executor.close()
 
@@ -362,7 +413,7 @@ class ModtestSession:
             model = self.context.adapter(self.get_model())
             x, y = self.data_for(model)
             for probe in self.prefetch:
-                settings = self.context.defaults.probe_settings(probe, self.alpha)
+                settings = self.context.defaults.probe_settings(probe, self.alpha, self.context.registry)
                 if self.executor is not None:  # the cluster shares the units; the cache shares the result
                     self.context.store.run(probe, model, x, y, self.k, self.seed, settings)
                     continue

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from modtest.errors import InvalidInput
-from modtest.probes import REGISTRY, Registry, Request
+from modtest.probes import Registry, Request
 from modtest.results import ProbeResult
 
 
@@ -51,7 +51,8 @@ class ProbeStore:
         self.workshare = workshare
         #: where splittable probes run their units when no workshare is set (None: here; a Dask executor)
         self.executor = executor
-        self.registry = registry or REGISTRY
+        #: the measures' compute functions (None: the active audit context's, looked up on use)
+        self.own_registry = registry
         #: callable (model, k, seed) -> Partition, shared with the session (None: cluster each time)
         self.partitions = partitions
         self.memory: dict[str, ProbeRun] = {}
@@ -59,6 +60,19 @@ class ProbeStore:
         self.computed: dict[str, int] = {}
         self.helped: dict[str, int] = {}  # probe -> work units this process computed for others
         self._lock = threading.RLock()
+
+    @property
+    def registry(self) -> Registry:
+        """The registry this store computes probes with (its own, else the active context's)."""
+        if self.own_registry is not None:
+            return self.own_registry
+        from modtest.context import current
+
+        return current().registry
+
+    @registry.setter
+    def registry(self, registry: Registry | None) -> None:
+        self.own_registry = registry
 
     def key_of(self, probe, model_fp: str, data_fp: str, k, seed, settings=None) -> str:
         """The cache key from fingerprints already computed (hashing a big model or data set is slow)."""

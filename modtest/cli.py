@@ -415,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     import logging
 
-    from modtest.frameworks.keras.runtime import quiet_startup
+    from modtest.frameworks import quiet_startup
 
     quiet_startup()  # no TensorFlow start-up lines on stderr
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices are not for users

@@ -7,10 +7,12 @@ the Keras twin with the same weights. The core modules import no framework.
 import hashlib
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import modtest
 from modtest.frameworks import ModelAdapter, register_adapter
 from modtest.graph import EdgeBlock, GraphSpec
 
@@ -160,3 +162,37 @@ def test_the_core_imports_no_framework():
             "assert not bad, bad\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+FRAMEWORKS = ("keras", "tensorflow", "torch", "jax", "tf_keras")
+
+
+def test_framework_names_are_read_only_inside_the_adapters():
+    """Outside ``frameworks/keras/`` and ``frameworks/torch/`` no module imports a framework, reads
+    ``sys.modules`` for one or the ``KERAS_BACKEND`` variable: the adapters (and the dispatch in
+    ``frameworks/__init__.py``) are the only places that know which framework runs a model."""
+    import ast
+
+    root = Path(modtest.__file__).resolve().parent
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith(("frameworks/keras/", "frameworks/torch/")) or rel == "frameworks/__init__.py":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            bad += [f"{rel}:{node.lineno} imports {n}" for n in names if n.split(".")[0] in FRAMEWORKS]
+            if isinstance(node, ast.Constant) and node.value == "KERAS_BACKEND":
+                bad.append(f"{rel}:{node.lineno} reads KERAS_BACKEND")
+            if (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant)
+                    and node.slice.value in FRAMEWORKS):
+                bad.append(f"{rel}:{node.lineno} looks up {node.slice.value!r}")
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                    and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value in FRAMEWORKS):
+                bad.append(f"{rel}:{node.lineno} looks up {node.args[0].value!r}")
+    assert not bad, "\n".join(bad)

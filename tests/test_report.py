@@ -128,6 +128,9 @@ def test_real_audit_html_has_every_figure(audits, tmp_path):
 
     good, _bad, _reseeded = audits
     assert good.model["hash"] and good.data["hash"] and good.partition["k"] == 12
+    import keras
+
+    assert good.versions["backend"] == keras.backend.backend()  # what ran the audited model
     assert good.lesion["extras"]["taxonomy"]["important"] > 0
     path = tmp_path / "audit.html"
     write_html(good, path)

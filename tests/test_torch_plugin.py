@@ -81,6 +81,8 @@ def test_small_suite_serial_and_xdist_agree(pytester, small_model, workers):
         assert res.ret in (0, 1), res.stdout.str()[-3000:] + res.stderr.str()[-3000:]
         assert "Traceback" not in res.stdout.str()
         runs[n] = _claims(pytester.path / f"r{n}.json")
+        # what ran the model: torch (the xdist controller, which never loads it, reads the file's kind)
+        assert json.loads((pytester.path / f"r{n}.json").read_text())["versions"]["backend"] == "torch"
         html = (pytester.path / f"r{n}.html").read_text()
         assert "<html" in html.lower() and "importance" in html
     assert len(runs[0]) == 3 and runs[0] == runs[workers]

@@ -79,10 +79,10 @@ def _first_line(exc: BaseException) -> str:
 
 def _runtime() -> tuple[str, str]:
     """(modtest version, Keras backend) of this process: units are keyed on the version, and the
-    last bits of a float depend on the backend (read from the environment: Keras is not imported)."""
-    import modtest
+    last bits of a float depend on the backend (:func:`modtest.frameworks.runtime_signature`)."""
+    from modtest.frameworks import runtime_signature
 
-    return modtest.__version__, os.environ.get("KERAS_BACKEND", "tensorflow")
+    return runtime_signature()
 
 
 def _compute_units(probe, shell, parcel, items):

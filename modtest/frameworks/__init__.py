@@ -17,7 +17,8 @@ from modtest.errors import ModelLoadError
 from modtest.frameworks.base import LesionEngine, ModelAdapter
 
 __all__ = ["ModelAdapter", "LesionEngine", "adapt", "load_model", "register_adapter", "check_model_file",
-           "file_signature", "supported_suffixes", "adapter_registrations", "restore_adapter_registrations"]
+           "file_signature", "supported_suffixes", "adapter_registrations", "restore_adapter_registrations",
+           "quiet_startup", "select_backend", "default_backend", "file_backend", "runtime_signature", "array_ops"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,59 @@ def register_adapter(framework: str, *, accepts, wrap, suffixes=(), load=None, c
     _REGISTRY[:] = [e for e in _REGISTRY if e.framework != framework]
     _REGISTRY.insert(0, _Entry(framework, accepts, wrap, tuple(s.lower() for s in suffixes), load, check, hint,
                                signature, None if reads is None else tuple(s.lower() for s in reads)))
+
+
+def quiet_startup() -> None:
+    """Keep the frameworks' start-up lines (TensorFlow's) off stderr, whoever imports them later."""
+    from modtest.frameworks.keras.runtime import quiet_startup as keras_quiet
+
+    keras_quiet()
+
+
+def select_backend(backend: str) -> None:
+    """Make ``backend`` the Keras backend of this process (before Keras is imported; a warning if
+    it already was, with another backend)."""
+    from modtest.frameworks.keras.runtime import select_backend as keras_select
+
+    keras_select(backend)
+
+
+def default_backend() -> str:
+    """The backend a Keras model would run on here, read without importing Keras (a report's
+    backend when no model was loaded)."""
+    from modtest.frameworks.keras.runtime import keras_backend_name
+
+    return keras_backend_name()
+
+
+def file_backend(path) -> str | None:
+    """What would run the model file ``path`` (its framework; Keras's backend for a Keras file),
+    from its suffix alone: no file is read, no framework imported. None: no adapter reads it."""
+    suffix = Path(str(path)).suffix.lower()
+    for e in _REGISTRY:
+        if suffix in (e.suffixes if e.reads is None else e.reads):
+            return default_backend() if e.framework == "keras" else e.framework
+    return None
+
+
+def runtime_signature() -> tuple[str, str]:
+    """(modtest version, Keras backend) of this process, without importing a framework: the last
+    bits of a float depend on the backend, so a Dask client and its workers must agree on it."""
+    import modtest
+
+    return modtest.__version__, default_backend()
+
+
+def array_ops(x):
+    """The array functions (the ``keras.ops`` subset :mod:`modtest.frameworks.imaging` uses) for a
+    framework tensor ``x``: torch's for torch tensors, ``keras.ops`` for other backend tensors."""
+    if type(x).__module__.partition(".")[0] == "torch":
+        from modtest.frameworks.torch.visualize import TorchOps
+
+        return TorchOps(x.device)
+    from keras import ops
+
+    return ops
 
 
 def adapter_registrations() -> tuple:

@@ -132,6 +132,12 @@ class ModelAdapter(ABC):
         return str(getattr(self.model, "name", type(self.model).__name__))
 
     @property
+    def backend(self) -> str:
+        """What runs the model (the report's ``versions.backend``): the framework, or for Keras its
+        backend."""
+        return self.framework
+
+    @property
     @abstractmethod
     def input_shape(self) -> tuple:
         """The input shape without the batch axis (None for a free dimension)."""

@@ -96,83 +96,15 @@ class NumpyOps:
         return 1.0 / (1.0 + np.exp(-x))
 
 
-class TorchOps:
-    """The same functions on torch tensors of one device (gradients flow through them)."""
-
-    def __init__(self, device):
-        import torch
-
-        self.torch = torch
-        self.device = device
-
-    def _dtype(self, dtype):
-        return getattr(self.torch, dtype) if isinstance(dtype, str) else dtype
-
-    def convert_to_tensor(self, a):
-        if isinstance(a, self.torch.Tensor):
-            return a
-        return self.torch.as_tensor(np.asarray(a), device=self.device)
-
-    def convert_to_numpy(self, a):
-        return a.detach().cpu().numpy()
-
-    def reshape(self, x, shape):
-        return x.reshape(tuple(shape))
-
-    def floor(self, x):
-        return self.torch.floor(x)
-
-    def clip(self, x, lo, hi):
-        return self.torch.clamp(x, lo, hi)
-
-    def cos(self, x):
-        return self.torch.cos(x)
-
-    def sin(self, x):
-        return self.torch.sin(x)
-
-    def sigmoid(self, x):
-        return self.torch.sigmoid(x)
-
-    def sum(self, x, axis=None):
-        return self.torch.sum(x) if axis is None else self.torch.sum(x, dim=axis)
-
-    def shape(self, x):
-        return tuple(x.shape)
-
-    def einsum(self, eq, *args):
-        return self.torch.einsum(eq, *[self.convert_to_tensor(a) for a in args])
-
-    def arange(self, n, dtype="int32"):
-        return self.torch.arange(int(n), dtype=self._dtype(dtype), device=self.device)
-
-    def cast(self, x, dtype):
-        return x.to(self._dtype(dtype))
-
-    def take(self, x, idx, axis=0):
-        return self.torch.index_select(x, axis, idx.long())
-
-    def pad(self, x, widths, mode="constant", constant_values=0.0):
-        if mode == "constant":
-            flat = [int(w) for pair in reversed(widths) for w in pair]
-            return self.torch.nn.functional.pad(x, flat, mode="constant", value=float(constant_values))
-        for axis, (before, after) in enumerate(widths):  # reflect / symmetric: numpy's index map
-            if before or after:
-                index = np.pad(np.arange(x.shape[axis]), (int(before), int(after)), mode=mode)
-                x = self.torch.index_select(x, axis, self.torch.as_tensor(index, device=x.device))
-        return x
-
-
 def ops_for(x):
-    """The array functions for ``x``: numpy for numpy arrays, :class:`TorchOps` for torch tensors,
-    ``keras.ops`` for anything else (a Keras backend tensor)."""
+    """The array functions for ``x``: numpy for numpy arrays, else those of the tensor's framework
+    (:func:`modtest.frameworks.array_ops`: the torch adapter's for torch tensors, ``keras.ops`` for a
+    Keras backend tensor); this module imports no framework."""
     if isinstance(x, (np.ndarray, np.generic)):
         return NumpyOps
-    if type(x).__module__.startswith("torch"):
-        return TorchOps(x.device)
-    from keras import ops
+    from modtest.frameworks import array_ops
 
-    return ops
+    return array_ops(x)
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ def pytest_addoption(parser):
 def pytest_load_initial_conftests(early_config, parser, args):
     """Runs before conftest.py files are imported: the earliest point to set the environment (and to
     filter TensorFlow's start-up lines, whoever imports it: modtest, a conftest or a test module)."""
-    from modtest.frameworks.keras.runtime import quiet_startup
+    from modtest.frameworks import quiet_startup
     from modtest.plugin.xdist import early_environment
 
     quiet_startup()

@@ -522,7 +522,19 @@ class ModtestSession:
         model, data = self.identity()
         return build_report(source="pytest", context=self.context, model=model, data=data, k=self.k,
                             seed=self.seed, alpha=self.alpha, started=self.started,
-                            extra_audits=self.worker_audits)
+                            extra_audits=self.worker_audits, backend=self._backend())
+
+    def _backend(self) -> str | None:
+        """What ran the session's model: its adapter's backend, or where it was not loaded in this
+        process (the xdist controller) the one its file's framework would use."""
+        from modtest.frameworks import file_backend
+
+        try:
+            if self._model is not None:
+                return self.context.adapter(self._model).backend
+            return file_backend(self.model_path) if self.model_path is not None else None
+        except Exception:  # noqa: BLE001 - identity is informative only
+            return None
 
     def _write_outputs(self) -> bool:
         """JSON, HTML, comparison and baseline of the session; returns whether the session must fail."""

@@ -22,14 +22,9 @@ def early_environment(backend: str | None) -> None:
         pin_worker(worker, os.environ)
         os.environ["_MODTEST_PINNED"] = "1"
     if backend and backend in BACKENDS:
-        import sys
-        import warnings
+        from modtest.frameworks import select_backend
 
-        keras = sys.modules.get("keras")
-        if keras is not None and os.environ.get("KERAS_BACKEND", "tensorflow") != backend:
-            warnings.warn(f"modtest: keras was imported before --modtest-backend={backend} could take "
-                          f"effect (import keras inside tests or fixtures, not in conftest.py)", stacklevel=2)
-        os.environ["KERAS_BACKEND"] = backend
+        select_backend(backend)
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)

@@ -116,7 +116,7 @@ def run_audit(model, x, y, *, k: int = DEFAULTS["k"], seed: int = DEFAULTS["seed
                "hash": adapter.fingerprint()},
         data={"path": None if data_path is None else str(data_path), "hash": data_hash(x, y),
               "n_examples": int(len(x))},
-        k=int(k), seed=int(seed), alpha=float(alpha), started=t_start)
+        k=int(k), seed=int(seed), alpha=float(alpha), started=t_start, backend=adapter.backend)
     if notes:
         report.extra["notes"] = notes
     if dl is not None:

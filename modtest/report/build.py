@@ -44,7 +44,8 @@ def merge_unique(entries, ident) -> list[dict]:
 
 
 def build_report(*, source: str, context, model: dict, data: dict, k: int, seed: int, alpha: float,
-                 started: float | None = None, extra_audits=(), protocol: str | None = None) -> Report:
+                 started: float | None = None, extra_audits=(), protocol: str | None = None,
+                 backend: str | None = None) -> Report:
     """The report of an audit context (a pytest session's, with what xdist workers sent in
     ``extra_audits``: ``[{"probes": [...], "partitions": [...]}]``)."""
     probes = merge_unique(probe_entries(context.store) + [e for w in extra_audits for e in w.get("probes", [])],
@@ -59,7 +60,7 @@ def build_report(*, source: str, context, model: dict, data: dict, k: int, seed:
         name = f"{e.get('probe')}[k={e.get('k')}]"
         per_probe[name] = per_probe.get(name, 0.0) + float(e.get("wall_seconds") or 0.0)
     total = time.perf_counter() - started if started else None
-    return Report.new(source=source, model=model, data=data, k=k, seed=seed, alpha=alpha,
+    return Report.new(source=source, backend=backend, model=model, data=data, k=k, seed=seed, alpha=alpha,
                       protocol=protocol or context.defaults.protocol,
                       correction=col.method if col is not None else "none", partitions=parts, probes=probes,
                       claims=[claim_entry(c) for c in (col.claims if col is not None else [])],

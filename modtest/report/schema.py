@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
-import sys
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,8 +56,10 @@ def _jsonable(obj: Any) -> Any:
     return base(obj)
 
 
-def library_versions() -> dict:
-    """Versions of modtest and the libraries behind an audit, without importing them."""
+def library_versions(backend: str | None = None) -> dict:
+    """Versions of modtest and the libraries behind an audit, without importing them; ``backend``:
+    what ran the audited model (its adapter's :attr:`~modtest.frameworks.ModelAdapter.backend`;
+    None: the Keras backend this process would use)."""
     from importlib import metadata
 
     from modtest import __version__
@@ -78,14 +78,11 @@ def library_versions() -> dict:
                     out[key] = None
             else:
                 out[key] = None
-    keras = sys.modules.get("keras")
-    backend = None
-    if keras is not None:
-        try:
-            backend = keras.backend.backend()
-        except Exception:  # noqa: BLE001 - a half-imported keras: fall back to the environment
-            backend = None
-    out["backend"] = backend or os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend is None:
+        from modtest.frameworks import default_backend
+
+        backend = default_backend()
+    out["backend"] = str(backend)
     return out
 
 
@@ -163,9 +160,9 @@ class Report:
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def new(cls, source: str = "pytest", **kw) -> Report:
+    def new(cls, source: str = "pytest", backend: str | None = None, **kw) -> Report:
         r = cls(source=source, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                versions=library_versions(), **kw)
+                versions=library_versions(backend), **kw)
         r.refresh_counts()
         return r
 

@@ -25,6 +25,12 @@ class KerasAdapter(ModelAdapter):
     layout = "channels_last"
 
     @property
+    def backend(self) -> str:
+        import keras
+
+        return str(keras.backend.backend())
+
+    @property
     def input_shape(self) -> tuple:
         return tuple(self.model.inputs[0].shape[1:])
 

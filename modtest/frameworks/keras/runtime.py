@@ -27,7 +27,8 @@ import re
 import sys
 import tempfile
 
-__all__ = ["import_keras", "quiet_startup", "drop_startup_noise", "check_backend", "keras_backend_name"]
+__all__ = ["import_keras", "quiet_startup", "drop_startup_noise", "check_backend", "keras_backend_name",
+           "select_backend"]
 
 #: TensorFlow's start-up lines that say nothing about the user's model or run
 STARTUP_NOISE = tuple(re.compile(p) for p in (
@@ -124,6 +125,17 @@ ENV = "MODTEST_GC_FREEZE"
 BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch", "numpy": "numpy",
                    "openvino": "openvino"}
 INSTALL_HINT = "pip install 'pytest-modtest[tensorflow-cpu]' (or [tensorflow] for GPUs, or [jax])"
+
+
+def select_backend(backend: str) -> None:
+    """Set ``KERAS_BACKEND`` to ``backend`` (``--modtest-backend``), warning when Keras was already
+    imported with another one (then it cannot take effect in this process)."""
+    import warnings
+
+    if sys.modules.get("keras") is not None and os.environ.get("KERAS_BACKEND", "tensorflow") != backend:
+        warnings.warn(f"modtest: keras was imported before --modtest-backend={backend} could take "
+                      f"effect (import keras inside tests or fixtures, not in conftest.py)", stacklevel=3)
+    os.environ["KERAS_BACKEND"] = backend
 
 
 def keras_backend_name() -> str:

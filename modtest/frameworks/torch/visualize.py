@@ -24,6 +24,73 @@ from modtest.frameworks.imaging import (
 from modtest.frameworks.torch.runtime import import_torch
 from modtest.stats import softmax
 
+
+class TorchOps:
+    """The same functions on torch tensors of one device (gradients flow through them)."""
+
+    def __init__(self, device):
+        import torch
+
+        self.torch = torch
+        self.device = device
+
+    def _dtype(self, dtype):
+        return getattr(self.torch, dtype) if isinstance(dtype, str) else dtype
+
+    def convert_to_tensor(self, a):
+        if isinstance(a, self.torch.Tensor):
+            return a
+        return self.torch.as_tensor(np.asarray(a), device=self.device)
+
+    def convert_to_numpy(self, a):
+        return a.detach().cpu().numpy()
+
+    def reshape(self, x, shape):
+        return x.reshape(tuple(shape))
+
+    def floor(self, x):
+        return self.torch.floor(x)
+
+    def clip(self, x, lo, hi):
+        return self.torch.clamp(x, lo, hi)
+
+    def cos(self, x):
+        return self.torch.cos(x)
+
+    def sin(self, x):
+        return self.torch.sin(x)
+
+    def sigmoid(self, x):
+        return self.torch.sigmoid(x)
+
+    def sum(self, x, axis=None):
+        return self.torch.sum(x) if axis is None else self.torch.sum(x, dim=axis)
+
+    def shape(self, x):
+        return tuple(x.shape)
+
+    def einsum(self, eq, *args):
+        return self.torch.einsum(eq, *[self.convert_to_tensor(a) for a in args])
+
+    def arange(self, n, dtype="int32"):
+        return self.torch.arange(int(n), dtype=self._dtype(dtype), device=self.device)
+
+    def cast(self, x, dtype):
+        return x.to(self._dtype(dtype))
+
+    def take(self, x, idx, axis=0):
+        return self.torch.index_select(x, axis, idx.long())
+
+    def pad(self, x, widths, mode="constant", constant_values=0.0):
+        if mode == "constant":
+            flat = [int(w) for pair in reversed(widths) for w in pair]
+            return self.torch.nn.functional.pad(x, flat, mode="constant", value=float(constant_values))
+        for axis, (before, after) in enumerate(widths):  # reflect / symmetric: numpy's index map
+            if before or after:
+                index = np.pad(np.arange(x.shape[axis]), (int(before), int(after)), mode=mode)
+                x = self.torch.index_select(x, axis, self.torch.as_tensor(index, device=x.device))
+        return x
+
 __all__ = ["TorchVisualizer", "activation_node"]
 
 #: ops whose output is the post-activation of the unit layer before them (with batch norm)
@@ -100,8 +167,6 @@ class TorchVisualizer:
         """Optimised images (B, H, W, C) and final objective values (B,); see
         :func:`modtest.frameworks.keras.visualize.render` for the arguments."""
         torch = import_torch()
-        from modtest.frameworks.imaging import TorchOps
-
         prog = self.program
         objs = check_objectives(objectives)
         value_range = check_render_args(steps, lr, param, batch_size, value_range)

@@ -2,11 +2,49 @@
 from __future__ import annotations
 
 import numbers
+import re
 from pathlib import Path
 
 import numpy as np
 
-from modtest.errors import DataError, InvalidInput
+from modtest.errors import DataError, InvalidInput, ModelLoadError
+
+#: how messages name the trust option; :func:`for_interface` puts the flag of the interface in use
+TRUST_HINT = "trust=True (--modtest-trust-model)"
+_TRUST_FLAGS = {"api": "trust=True", "pytest": "--modtest-trust-model", "cli": "--trust-model"}
+
+
+def for_interface(message: str, interface: str) -> str:
+    """``message`` naming the options of ``interface`` ("api", "pytest" or "cli")."""
+    return str(message).replace(TRUST_HINT, _TRUST_FLAGS[interface])
+
+
+def _bad_member_path(name: str) -> str | None:
+    """Why a zip member's name could point outside the folder it is extracted to, or None."""
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "an absolute path"
+    if "\\" in name:
+        return "a path with a backslash"
+    if ".." in name.replace("\\", "/").split("/"):
+        return "a path with '..'"
+    if "\x00" in name:
+        return "a path with a NUL byte"
+    return None
+
+
+def check_archive_members(filename: str, names, allowed, writer: str) -> None:
+    """Refuse an archive whose members are not the ones ``writer`` produces: absolute paths, ``..``,
+    pickles, or any name ``allowed(name)`` rejects. One line naming the first such member; called
+    before the framework opens the file (nothing is read from it but the names)."""
+    for name in names:
+        why = _bad_member_path(name)
+        if why is None and name.lower().endswith((".pkl", ".pickle")):
+            why = "a pickle"
+        if why is None and not allowed(name):
+            why = "not a file " + writer + " writes"
+        if why is not None:
+            raise ModelLoadError(f"{filename}: refused before loading: its archive member {name!r} is {why}; "
+                                 f"modtest reads only the members {writer} writes (save the model again)")
 
 
 def check_int(name: str, value, *, minimum: int | None = None) -> int:

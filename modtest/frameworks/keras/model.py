@@ -91,8 +91,11 @@ def _read_config(path: Path) -> dict:
     """Read the model config of a ``.keras`` or ``.h5`` file without deserialising anything."""
     suffix = path.suffix.lower()
     if suffix == ".keras":
+        from modtest._validation import check_archive_members
+
         try:
             with zipfile.ZipFile(path) as zf:
+                check_archive_members(path.name, zf.namelist(), _keras_member, "Keras's model.save")
                 return json.loads(zf.read("config.json"))
         except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as exc:
             raise ModelLoadError(f"corrupt .keras file {path}: {_first_line(exc)}") from None
@@ -112,6 +115,15 @@ def _read_config(path: Path) -> dict:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ModelLoadError(f"corrupt model config in {path}: {_first_line(exc)}") from None
+
+
+#: the members of a ``.keras`` archive (keras.saving's zip layout); layers with files save them
+#: under ``assets/``
+_KERAS_MEMBERS = frozenset(("metadata.json", "config.json", "model.weights.h5", "model.weights.npz"))
+
+
+def _keras_member(name: str) -> bool:
+    return name in _KERAS_MEMBERS or name == "assets/" or (name.startswith("assets/") and len(name) > 7)
 
 
 def _walk_layer_configs(cfg):

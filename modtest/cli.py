@@ -49,7 +49,7 @@ def _model_file(model, trust: bool):
         path = example_path(EXAMPLE_MODEL)
         print(f"no MODEL given: using the shipped example {path.name}")
         return path
-    check_model_file(model, trust=trust)
+    check_model_file(model, trust=trust, auditable=True)
     return model
 
 
@@ -404,7 +404,9 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except ModtestError as exc:
-        print(f"modtest: error: {exc}", file=sys.stderr)
+        from modtest._validation import for_interface
+
+        print(f"modtest: error: {for_interface(exc, 'cli')}", file=sys.stderr)
         return EXIT_USAGE
 
 

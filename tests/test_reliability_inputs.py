@@ -147,3 +147,85 @@ def test_keras_archive_with_foreign_member_refused(pytester, keep_env, files, ca
     pytester.makepyfile(NEVER)
     usage_error(run_inline(pytester, "--model", str(bad), "--data", str(files / "d6.npz")), why)
     assert not (pytester.path.parent / "evil.txt").exists() and not list(pytester.path.rglob("evil.txt"))
+
+
+# --------------------------------------------------------------------------- 1: models modtest cannot audit
+
+@pytest.mark.parametrize("model, data, match", [
+    ("two.keras", "d6.npz", "two.keras cannot be audited: model functional has 1 inputs and 2 outputs"),
+    ("lstm.keras", "d56.npz", "lstm.keras cannot be audited: unsupported layer 'lstm' of type LSTM"),
+    ("two.keras", "none", "two.keras cannot be audited: model functional has 1 inputs and 2 outputs"),
+])
+def test_unauditable_model_is_found_at_start(pytester, keep_env, files, capsys, model, data, match):
+    if data != "none":
+        cli_error(capsys, ["audit", str(files / model), "--data", str(files / data), "--progress", "off"], match)
+    pytester.makepyfile(USES_MODEL)
+    usage_error(run_inline(pytester, "--model", str(files / model), "--data",
+                           data if data == "none" else str(files / data)), match)
+
+
+def test_unauditable_model_in_memory_found_from_the_graph(pytester, keep_env, files):
+    """What the config check cannot see is found from the loaded model's graph at the start."""
+    import keras
+
+    keras.Sequential([keras.Input((4, 4)), keras.layers.Flatten(), keras.layers.Activation("relu")]).save(
+        pytester.path / "nounits.keras")
+    pytester.makepyfile(USES_MODEL)
+    usage_error(run_inline(pytester, "--model", "nounits.keras", "--data", "none"), "no Dense or convolutional")
+
+
+# --------------------------------------------------------------------------- 3: Lambda, and the flag's name
+
+@pytest.fixture
+def lambda_file(tmp_path, monkeypatch):
+    import _lambda_payload
+
+    marker = tmp_path / "lambda-ran"
+    path = tmp_path / "lam.keras"
+    _lambda_payload.lambda_model().save(path)
+    if marker.exists():
+        marker.unlink()
+    monkeypatch.setenv("MODTEST_LAMBDA_MARKER", str(marker))
+    return path, marker
+
+
+def test_lambda_says_unsupported_first_and_names_the_interfaces_flag(pytester, keep_env, lambda_file, capsys):
+    path, marker = lambda_file
+    first = "lam.keras cannot be audited, with or without trust: unsupported layer 'lam' of type Lambda"
+    line = cli_error(capsys, ["audit", str(path), "--progress", "off"], first)
+    assert "--trust-model loads it" in line and "--modtest-trust-model" not in line
+    line = cli_error(capsys, ["audit", str(path), "--trust-model", "--progress", "off"],
+                     "lam.keras cannot be audited: unsupported layer 'lam' of type Lambda")
+    pytester.makepyfile(USES_MODEL)
+    line = usage_error(run_inline(pytester, "--model", str(path)), first)
+    assert "--modtest-trust-model loads it" in line
+    usage_error(run_inline(pytester, "--model", str(path), "--modtest-trust-model"),
+                "lam.keras cannot be audited: unsupported layer 'lam' of type Lambda")
+    assert not marker.exists()  # refused from the config: nothing from the file ran
+
+
+def test_custom_object_names_the_interfaces_flag(tmp_path, capsys):
+    """A custom object that is not a layer: trust would make it auditable, so the flag is named."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="issue28")
+    def my_relu(x):
+        return keras.ops.relu(x)
+
+    keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, activation=my_relu),
+                      keras.layers.Dense(3, activation="softmax")]).save(tmp_path / "act.keras")
+    line = cli_error(capsys, ["cluster", str(tmp_path / "act.keras")], "contains code that would run on loading")
+    assert "pass --trust-model if you trust this file" in line, line
+
+
+# --------------------------------------------------------------------------- 7: option values against the model
+
+def test_k_too_large_is_refused_at_start_even_when_tests_pass_their_own(pytester, keep_env, files, capsys):
+    cli_error(capsys, ["audit", str(files / "m.keras"), "--data", str(files / "d6.npz"), "--k", "100000",
+                       "--progress", "off"], "k=100000 is too large")
+    pytester.makepyfile("from modtest import assert_importance\n"
+                        "def test_own_k(model, eval_data):\n"
+                        "    raise SystemExit('must not run')\n"
+                        "    assert_importance(model, k=3)\n")
+    usage_error(run_inline(pytester, "--model", str(files / "m.keras"), "--data", str(files / "d6.npz"),
+                           "--modtest-k", "100000"), "--modtest-k: k=100000 is too large: the graph has only")

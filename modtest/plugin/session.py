@@ -98,6 +98,7 @@ class ModtestSession:
         self.max_examples = vals["modtest_max_examples"][0]
         self.progress_mode = vals["modtest_progress"][0]
         self.k = vals["modtest_k"][0]
+        self.k_explicit = vals["modtest_k"][1]
         self.alpha = vals["modtest_alpha"][0]
         self.seed = vals["modtest_seed"][0]
         self.correction = vals["modtest_correction"][0]
@@ -294,18 +295,45 @@ class ModtestSession:
                     image_folder_index(self.data_path)
                 else:
                     self.raw_data()
-            check_model_file(self.model_path, trust=self.trust)
-            if self.no_data:
-                return
+            check_model_file(self.model_path, trust=self.trust, auditable=True)
             if self.is_controller:
-                self._check_signature()
+                if not self.no_data:
+                    self._check_signature()
                 return
             model = self.get_model()
+            self._check_auditable(model)
+            if self.no_data:
+                return
             x, _y = self.data_for(model)
             if not self.data_explicit:
                 self.data_notice = _shipped_notice(len(x))
         except ModtestError as exc:
-            raise pytest.UsageError(f"modtest: {exc}") from None
+            from modtest._validation import for_interface
+
+            raise pytest.UsageError(f"modtest: {for_interface(exc, 'pytest')}") from None
+
+    def _check_auditable(self, model) -> None:
+        """The model's graph, built once before any test: a model modtest cannot audit (two outputs,
+        an LSTM, no dense or conv layer) is a usage error here, not an error in every test; an explicit
+        ``--modtest-k`` is checked against it (a test passing its own k would not read it). The graph is
+        handed to the session's first clustering of the model, so it is not built twice."""
+        from modtest.graph import graph_from_spec
+
+        adapter = self.context.adapter(model)
+        try:
+            graph = graph_from_spec(adapter.graph_spec())
+        except ModtestError:
+            raise
+        except Exception:  # noqa: BLE001 - an adapter without a graph (a test stub): its tests say so
+            return
+        if self.k_explicit:
+            from modtest._validation import check_k
+
+            try:
+                check_k(self.k, int((graph.degrees > 0).sum()))
+            except ModtestError as exc:
+                raise type(exc)(f"{BY_DEST['modtest_k'].flag}: {exc}") from None
+        adapter._checked_graph = graph
 
     def _check_signature(self) -> None:
         """The xdist controller's data check, from the model file's config (no framework import)."""

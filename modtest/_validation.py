@@ -189,9 +189,44 @@ def check_data_fits(input_shape, n_classes: int | None, x, y) -> tuple[np.ndarra
             y = y.astype(np.int64)
         else:
             raise DataError("y must hold integer class labels")
+    if n_classes is not None and n_classes < 2:
+        check_classifier(n_classes)
     if n_classes is not None and len(y) and (y.min() < 0 or y.max() >= n_classes):
         raise DataError(f"labels must lie in [0, {n_classes - 1}] for a model with {n_classes} outputs; "
                         f"found {int(y.min())}..{int(y.max())}")
     if n_classes is not None and len(x) < n_classes:
         raise DataError(f"{len(x)} examples are fewer than the model's {n_classes} classes")
+    check_two_classes(y, n_classes)
     return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
+
+
+def check_two_classes(y, n_classes: int | None = None, where: str = "the data", name: str | None = None) -> None:
+    """Data of fewer than two classes cannot show a lesion's effect: one line (``name``: the class)."""
+    present = np.unique(np.asarray(y))
+    if len(present) and len(present) < 2:
+        of = f" of the model's {n_classes}" if n_classes is not None else ""
+        which = name if name is not None else f"every label is {int(present[0])}"
+        raise DataError(f"{where} holds a single class ({which}); accuracy and its drop under a lesion need "
+                        f"examples of at least two{of} classes")
+
+
+def check_classifier(n_classes: int) -> None:
+    """A model with fewer than two outputs is not a classifier: one line saying what modtest audits."""
+    if n_classes is not None and n_classes < 2:
+        raise DataError(f"the model has {n_classes} output (a regression, or a binary classifier with one "
+                        f"sigmoid unit); modtest audits classifiers, whose accuracy a lesion can lower: one output "
+                        f"per class, e.g. a final Dense(n_classes) with softmax (a binary task: Dense(2)), and "
+                        f"labels 0..n_classes-1")
+
+
+def class_coverage(y, n_classes: int | None) -> str | None:
+    """A note when the data lacks some of the model's classes (None when it has them all)."""
+    if n_classes is None:
+        return None
+    present = set(np.unique(np.asarray(y)).tolist())
+    missing = [c for c in range(int(n_classes)) if c not in present]
+    if not missing:
+        return None
+    shown = ", ".join(map(str, missing[:10])) + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else "")
+    return (f"the data holds {len(present)} of the model's {n_classes} classes (no examples of class "
+            f"{shown}); the audit measures the model on those {len(present)} only")

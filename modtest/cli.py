@@ -137,6 +137,11 @@ def _audit_data(adapter, data, max_examples, preloaded=None):
         raw = preloaded if preloaded is not None else read_data(data, adapter.input_shape, adapter.layout,
                                                                 adapter.n_classes)
         x, y = check_data(adapter, *raw)
+        from modtest._validation import class_coverage
+
+        note = class_coverage(y, adapter.n_classes)
+        if note:
+            print(f"note: {note}")
     if max_examples is not None and max_examples < len(x):
         x, y = stratified_subsample(x, y, max_examples)
         print(f"using a stratified subsample of {len(x)} examples (--max-examples)")

@@ -47,6 +47,9 @@ def image_folder_index(path) -> tuple[list[Path], np.ndarray, list[str]]:
         more = ", ..." if len(classes) > 5 else ""
         raise DataError(f"data folder {root} has no images ({', '.join(IMAGE_SUFFIXES)}) in its "
                         f"{len(classes)} class subfolders ({', '.join(classes[:5])}{more})")
+    from modtest._validation import check_two_classes
+
+    check_two_classes(labels, where=f"data folder {root}", name=f"images only in {classes[labels[0]]}/")
     return files, np.asarray(labels, dtype=np.int64), classes
 
 
@@ -161,6 +164,9 @@ def shipped_data_for(input_shape, n_classes) -> tuple[np.ndarray, np.ndarray]:
     from modtest._examples import EXAMPLE_DATA, example_path
     from modtest._validation import check_data_fits, load_data
 
+    from modtest._validation import check_classifier
+
+    check_classifier(n_classes)  # no data would fit: saying to pass --data would not help
     x, y = load_data(example_path(EXAMPLE_DATA))
     try:
         return check_data_fits(input_shape, n_classes, x, y)

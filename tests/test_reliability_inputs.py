@@ -229,3 +229,50 @@ def test_k_too_large_is_refused_at_start_even_when_tests_pass_their_own(pytester
                         "    assert_importance(model, k=3)\n")
     usage_error(run_inline(pytester, "--model", str(files / "m.keras"), "--data", str(files / "d6.npz"),
                            "--modtest-k", "100000"), "--modtest-k: k=100000 is too large: the graph has only")
+
+
+# --------------------------------------------------------------------------- 4, 5: what the data and model must be
+
+CLASSIFIERS = "modtest audits classifiers"
+
+
+def test_regression_model_is_told_what_modtest_audits(pytester, keep_env, files, capsys):
+    line = cli_error(capsys, ["audit", str(files / "reg.keras"), "--data", str(files / "d6.npz"), "--progress",
+                              "off"], "the model has 1 output (a regression")
+    assert CLASSIFIERS in line and "Dense(2)" in line and "labels must lie" not in line
+    cli_error(capsys, ["audit", str(files / "reg.keras"), "--progress", "off"], CLASSIFIERS)  # not "pass --data"
+    pytester.makepyfile(USES_MODEL)
+    usage_error(run_inline(pytester, "--model", str(files / "reg.keras"), "--data", str(files / "d6.npz")),
+                CLASSIFIERS)
+
+
+def test_single_class_data_is_refused(pytester, keep_env, files, capsys):
+    match = "the data holds a single class (every label is 0)"
+    cli_error(capsys, ["audit", str(files / "m.keras"), "--data", str(files / "one_class.npz"), "--progress", "off"],
+              match)
+    pytester.makepyfile(USES_MODEL)
+    usage_error(run_inline(pytester, "--model", str(files / "m.keras"), "--data", str(files / "one_class.npz")),
+                match)
+
+
+def test_single_class_folder_is_refused(pytester, keep_env, files, capsys):
+    from PIL import Image
+
+    (pytester.path / "imgs" / "cat").mkdir(parents=True)
+    for i in range(3):
+        Image.new("L", (8, 8), color=i * 40).save(pytester.path / "imgs" / "cat" / f"{i}.png")
+    match = "holds a single class (images only in cat/)"
+    cli_error(capsys, ["audit", str(files / "m.keras"), "--data", str(pytester.path / "imgs"), "--progress", "off"],
+              match)
+    pytester.makepyfile(USES_MODEL)
+    usage_error(run_inline(pytester, "--model", str(files / "m.keras"), "--data", "imgs"), match)
+
+
+def test_missing_classes_are_noted_in_the_header(pytester, keep_env, files):
+    pytester.makepyfile("def test_uses(model, eval_data):\n    assert len(eval_data[1]) == 40\n")
+    res = run_inline(pytester, "--model", str(files / "m.keras"), "--data", str(files / "three_classes.npz"))
+    res.assert_outcomes(passed=1)
+    res.stdout.fnmatch_lines(["modtest: note: the data holds 3 of the model's 4 classes (no examples of class 3)*"])
+    from modtest._validation import class_coverage
+
+    assert class_coverage(np.arange(40) % 4, 4) is None

@@ -304,9 +304,10 @@ class ModtestSession:
             self._check_auditable(model)
             if self.no_data:
                 return
-            x, _y = self.data_for(model)
+            x, y = self.data_for(model)
             if not self.data_explicit:
                 self.data_notice = _shipped_notice(len(x))
+            self._note_coverage(y, self.context.adapter(model).n_classes)
         except ModtestError as exc:
             from modtest._validation import for_interface
 
@@ -357,12 +358,19 @@ class ModtestSession:
                 raise DataError(f"data folder {self.data_path} has {len(classes)} class subfolders but the model "
                                 f"has {n_classes} outputs")
         else:
-            check_data_fits(shape, n_classes, *self.raw_data())
+            _x, y = check_data_fits(shape, n_classes, *self.raw_data())
+            self._note_coverage(y, n_classes)
+
+    def _note_coverage(self, y, n_classes) -> None:
+        """The header's note when the data lacks some of the model's classes."""
+        from modtest._validation import class_coverage
+
+        note = class_coverage(y, n_classes)
+        self.coverage_notice = f"modtest: note: {note}" if note else None
 
     def pytest_report_header(self, config):
-        if self.data_notice:
-            return [self.data_notice]
-        return None
+        lines = [n for n in (self.data_notice, getattr(self, "coverage_notice", None)) if n]
+        return lines or None
 
     def _connect_scheduler(self) -> None:
         """--modtest-scheduler: reach the cluster before any test runs (a usage error, exit 4, within

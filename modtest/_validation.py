@@ -47,6 +47,29 @@ def check_archive_members(filename: str, names, allowed, writer: str) -> None:
                                  f"modtest reads only the members {writer} writes (save the model again)")
 
 
+def check_output_path(flag: str, path, *, folder: bool = False) -> None:
+    """Refuse, before any work, an output path that cannot be written: a folder where the file goes
+    (or a file where the folder goes, ``folder``), a parent that is a file, a folder that is not
+    writable. Missing parent folders are fine: they are created when the file is written."""
+    import os
+
+    p = Path(path).expanduser()
+    if not folder and p.is_dir():
+        raise InvalidInput(f"{flag} {p}: is a folder; name the file to write")
+    if folder and p.exists() and not p.is_dir():
+        raise InvalidInput(f"{flag} {p}: is a file, not a folder")
+    anc = p if folder else p.parent
+    anc = Path(os.path.abspath(anc))
+    while not anc.exists():
+        if anc.parent == anc:
+            break
+        anc = anc.parent
+    if anc.exists() and not anc.is_dir():
+        raise InvalidInput(f"{flag} {p}: cannot create its folder, {anc} is a file")
+    if anc.is_dir() and not os.access(anc, os.W_OK | os.X_OK):
+        raise InvalidInput(f"{flag} {p}: the folder {anc} is not writable")
+
+
 def check_int(name: str, value, *, minimum: int | None = None) -> int:
     """``value`` as an int (>= ``minimum``), or one line naming ``name``."""
     bad = isinstance(value, bool) or not isinstance(value, numbers.Integral)

@@ -73,6 +73,10 @@ def cmd_cluster(args) -> int:
     from modtest.cluster import cluster
 
     s = _settings(args, ("modtest_k", "modtest_seed", "modtest_json", "modtest_trust_model"))
+    if s["modtest_json"]:
+        from modtest._validation import check_output_path
+
+        check_output_path(BY_DEST["modtest_json"].cli, s["modtest_json"])
     model, name = _resolve_model(args.model, s["modtest_trust_model"])
     part = cluster(model, k=s["modtest_k"], seed=s["modtest_seed"])
     g = part.graph
@@ -175,8 +179,11 @@ def cmd_audit(args) -> int:
         sig = file_signature(model_file)  # the model's input and output from its config: no import
         if sig is not None:
             shipped_data_for(*sig)
-    if s["modtest_html"] or s["modtest_json"]:
-        _check_writable(s["modtest_json"], s["modtest_html"])
+    from modtest._validation import check_output_path
+
+    for dest in ("modtest_json", "modtest_html"):
+        if s[dest]:
+            check_output_path(BY_DEST[dest].cli, s[dest])
     if s["modtest_protocol"] == "robust":
         from modtest.robust import ensemble_quorum
 
@@ -274,18 +281,6 @@ def _print_audit(report, part, res, name) -> None:
     hints = [h for c in report.claims if c.get("verdict") != "pass" for h in (c.get("hints") or [])]
     for h in dict.fromkeys(hints):  # each once, in order
         print(f"why: {h}")
-
-
-def _check_writable(*paths) -> None:
-    """Fail before the (slow) audit when an output folder cannot hold the file."""
-    from pathlib import Path
-
-    for p in paths:
-        if p is None:
-            continue
-        parent = Path(p).expanduser().resolve().parent
-        if parent.exists() and not parent.is_dir():
-            raise ModtestError(f"cannot write {p}: {parent} is not a folder")
 
 
 def cmd_init(args) -> int:

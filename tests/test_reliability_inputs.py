@@ -276,3 +276,48 @@ def test_missing_classes_are_noted_in_the_header(pytester, keep_env, files):
     from modtest._validation import class_coverage
 
     assert class_coverage(np.arange(40) % 4, 4) is None
+
+
+# --------------------------------------------------------------------------- 6: output paths
+
+@pytest.mark.parametrize("flag, value, match", [
+    ("--modtest-json", "afile/r.json", "afile/r.json: cannot create its folder"),
+    ("--modtest-json", "adir", "adir: is a folder; name the file to write"),
+    ("--modtest-html", "afile/deeper/r.html", "afile/deeper/r.html: cannot create its folder"),
+    ("--modtest-storage", "afile", "afile: is a file, not a folder"),
+])
+def test_unwritable_output_is_usage_error_before_tests(pytester, modtest_stub, flag, value, match):
+    modtest_stub({2: 0.001})
+    (pytester.path / "afile").write_text("x")
+    (pytester.path / "adir").mkdir()
+    pytester.makepyfile(NEVER)
+    extra = ["--modtest-save", "b1"] if flag == "--modtest-storage" else []
+    line = usage_error(pytester.runpytest(*PLUGIN, flag, value, *extra), match)
+    assert line.startswith(f"ERROR: modtest: {flag} "), line
+    assert not (pytester.path / "cache").exists() and not (pytester.path / ".modtest").exists()
+
+
+def test_unwritable_output_refused_by_cli(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    cli_error(capsys, ["audit", "--json", str(tmp_path / "afile" / "r.json"), "--progress", "off"],
+              "cannot create its folder")
+
+
+def test_missing_parent_folders_are_created(pytester, modtest_stub):
+    modtest_stub({2: 0.001})
+    pytester.makepyfile("from modtest.assertions import assert_importance\n"
+                        "def test_ok():\n    assert_importance('m.keras', k=2)\n")
+    res = pytester.runpytest(*PLUGIN, "--modtest-json", "new/deeper/r.json")
+    assert res.ret == 0
+    assert json.loads((pytester.path / "new" / "deeper" / "r.json").read_text())["n_claims"] == 1
+
+
+def test_failed_write_after_the_run_fails_the_session(pytester, modtest_stub):
+    """The path was writable at the start; the test itself puts a folder there: the write fails."""
+    modtest_stub({2: 0.001})
+    pytester.makepyfile("import os\nfrom modtest.assertions import assert_importance\n"
+                        "def test_ok():\n    assert_importance('m.keras', k=2)\n    os.mkdir('r.json')\n")
+    res = pytester.runpytest(*PLUGIN, "--modtest-json", "r.json")
+    res.assert_outcomes(passed=1)
+    assert res.ret == 1
+    res.stdout.fnmatch_lines(["modtest: could not write --modtest-json: IsADirectoryError*"])

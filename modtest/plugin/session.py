@@ -281,6 +281,8 @@ class ModtestSession:
             from modtest.plugin.xdist import warm_up_correction
 
             warm_up_correction()
+        if not self.is_worker:
+            self._check_outputs()
         if self.executor is not None:
             self._connect_scheduler()
         if not self.explicit or self.is_worker:
@@ -312,6 +314,22 @@ class ModtestSession:
             from modtest._validation import for_interface
 
             raise pytest.UsageError(f"modtest: {for_interface(exc, 'pytest')}") from None
+
+    def _check_outputs(self) -> None:
+        """Output paths that cannot be written are a usage error before any test runs (not a line at
+        the end); missing parent folders are created when the files are written."""
+        from modtest._validation import check_output_path
+
+        try:
+            if self.json_path is not None:
+                check_output_path(BY_DEST["modtest_json"].flag, self.json_path)
+            if self.html_path is not None:
+                check_output_path(BY_DEST["modtest_html"].flag, self.html_path)
+            if self.save_name is not None:
+                check_output_path(BY_DEST["modtest_storage"].flag + " (for --modtest-save)", self.storage_dir,
+                                  folder=True)
+        except ModtestError as exc:
+            raise pytest.UsageError(f"modtest: {exc}") from None
 
     def _check_auditable(self, model) -> None:
         """The model's graph, built once before any test: a model modtest cannot audit (two outputs,

@@ -173,3 +173,34 @@ def shipped_data_for(input_shape, n_classes) -> tuple[np.ndarray, np.ndarray]:
     except DataError as exc:
         raise DataError(f"no --data given, and the shipped digits data ({len(x)} examples of shape "
                         f"{tuple(x.shape[1:])}, 10 classes) does not fit this model ({exc}): {NO_DATA_HINT}") from None
+
+
+class EvalData(tuple):
+    """The ``eval_data`` fixture's ``(x, y)``: a tuple (``x, y = eval_data``, ``eval_data[0]``) whose repr
+    is short (shapes, dtypes, classes), so that pytest, which prints a failing test's arguments, does
+    not print the arrays."""
+
+    __slots__ = ()
+
+    def __new__(cls, x, y):
+        return super().__new__(cls, (x, y))
+
+    def __getnewargs__(self):
+        return tuple(self)
+
+    @property
+    def x(self):
+        return self[0]
+
+    @property
+    def y(self):
+        return self[1]
+
+    def __repr__(self) -> str:
+        x, y = self
+        classes = np.unique(np.asarray(y)) if np.asarray(y).size else np.array([], dtype=np.int64)
+        span = f"{int(classes[0])}..{int(classes[-1])}" if len(classes) else "none"
+        return (f"EvalData(x: {tuple(np.shape(x))} {np.asarray(x).dtype}, y: {tuple(np.shape(y))} "
+                f"{np.asarray(y).dtype}, {len(classes)} classes {span})")
+
+    __str__ = __repr__

@@ -321,3 +321,38 @@ def test_failed_write_after_the_run_fails_the_session(pytester, modtest_stub):
     res.assert_outcomes(passed=1)
     assert res.ret == 1
     res.stdout.fnmatch_lines(["modtest: could not write --modtest-json: IsADirectoryError*"])
+
+
+# --------------------------------------------------------------------------- 8: short fixture reprs
+
+def test_eval_data_is_a_tuple_with_a_short_repr():
+    import pickle
+
+    from modtest.data import EvalData
+
+    x, y = np.zeros((40, 6), "float32"), np.arange(40) % 4
+    d = EvalData(x, y)
+    a, b = d
+    assert a is x and b is y and d[0] is x and d.y is y and len(d) == 2 and isinstance(d, tuple)
+    assert type(tuple(d)) is tuple and tuple(d)[1] is y
+    assert repr(d) == "EvalData(x: (40, 6) float32, y: (40,) int64, 4 classes 0..3)"
+    back = pickle.loads(pickle.dumps(d))
+    assert isinstance(back, EvalData) and np.array_equal(back[0], x) and np.array_equal(back[1], y)
+
+
+def test_failing_claim_shows_its_message_not_the_arrays(pytester, keep_env, files):
+    pytester.makepyfile("""
+        from modtest import assert_clusterable
+
+        def test_fails(model, eval_data, partition):
+            x, y = eval_data
+            assert len(x) == len(y) == 40 and isinstance(eval_data, tuple)
+            assert_clusterable(model, k=3, n_shuffles=3, alpha=1e-9)
+    """)
+    res = run_inline(pytester, "--model", str(files / "m.keras"), "--data", str(files / "d6.npz"))
+    res.assert_outcomes(failed=1)
+    out = res.stdout.str()
+    assert "array(" not in out, out
+    res.stdout.fnmatch_lines(["eval_data = EvalData(x: (40, 6) float32, y: (40,) int64, 4 classes 0..3)",
+                              "partition = Partition(k=12, seed=0, *)",
+                              "E       AssertionError: clusterability not shown: *"])

@@ -74,7 +74,9 @@ def get_session(config) -> ModtestSession:  # noqa: F821 - imported lazily
 # --------------------------------------------------------------------------- fixtures
 
 def _fixture_error(exc) -> None:
-    pytest.fail(f"modtest: {exc}", pytrace=False)
+    from modtest._validation import for_interface
+
+    pytest.fail(f"modtest: {for_interface(exc, 'pytest')}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -93,8 +95,10 @@ def eval_data(request, model):
     """``(x, y)`` from ``--data`` (default: shipped digits), checked against ``model``."""
     from modtest.errors import ModtestError
 
+    from modtest.data import EvalData
+
     try:
-        return get_session(request.config).data_for(model)
+        return EvalData(*get_session(request.config).data_for(model))
     except ModtestError as exc:
         _fixture_error(exc)
 

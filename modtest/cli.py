@@ -255,12 +255,14 @@ def _print_audit(report, part, res, name) -> None:
         net = res.network[measure]
         label = measure.replace("_", " ") + ":"
         if "partitions" in net:
-            print(f"{label:<18}p={net['p']:.3g} in [{net['p_low']:.3g}, {net['p_high']:.3g}], holds in "
-                  f"{net['holds']} and fails in {net['fails']} of {net['ensemble']} partitions "
-                  f"(quorum {net['quorum']}; chi2 p={net['chi2_p']:.3g})")
+            from modtest.robust import partition_counts
+
+            print(f"{label:<18}raw p={net['p']:.3g} in [{net['p_low']:.3g}, {net['p_high']:.3g}] (before "
+                  f"correction), {partition_counts(net['holds'], net['fails'], net['ensemble'])} "
+                  f"(quorum {net['quorum']}; raw chi2 p={net['chi2_p']:.3g})")
             print("    " + "  ".join(f"seed {e['seed']}: {e['p']:.2g}" for e in net["partitions"]))
         else:
-            print(f"{label:<18}Fisher p={net['fisher_p']:.3g}  chi2 p={net['chi2_p']:.3g}  (n={net['n']}"
+            print(f"{label:<18}raw Fisher p={net['fisher_p']:.3g}  raw chi2 p={net['chi2_p']:.3g}  (n={net['n']}"
                   + (f", excluded={net['n_excluded']}" if net.get("n_excluded") else "") + ")")
     if res.network["n_filtered"]:
         print(f"{res.network['n_filtered']} of {res.network['n_subclusters']} sub-clusters filtered out")
@@ -276,8 +278,8 @@ def _print_audit(report, part, res, name) -> None:
         pairs = report.double_lesion["pairs"]
         print(f"double lesions:   {len(pairs)} pair(s) of important sub-clusters in different layers")
     print(f"claims ({report.correction} correction, alpha={report.alpha:g}): " + ", ".join(
-        f"{c['measure']} {c['verdict']} (p={'-' if c['p_corrected'] is None else format(c['p_corrected'], '.3g')})"
-        for c in report.claims))
+        f"{c['measure']} {c['verdict']} (corrected p="
+        f"{'-' if c['p_corrected'] is None else format(c['p_corrected'], '.3g')})" for c in report.claims))
     hints = [h for c in report.claims if c.get("verdict") != "pass" for h in (c.get("hints") or [])]
     for h in dict.fromkeys(hints):  # each once, in order
         print(f"why: {h}")

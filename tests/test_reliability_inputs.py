@@ -356,3 +356,25 @@ def test_failing_claim_shows_its_message_not_the_arrays(pytester, keep_env, file
     res.stdout.fnmatch_lines(["eval_data = EvalData(x: (40, 6) float32, y: (40,) int64, 4 classes 0..3)",
                               "partition = Partition(k=12, seed=0, *)",
                               "E       AssertionError: clusterability not shown: *"])
+
+
+# --------------------------------------------------------------------------- 9: every number labelled
+
+def test_partition_counts_account_for_every_partition():
+    from modtest.robust import partition_counts
+
+    assert partition_counts(9, 0, 10) == ("holds in 9, fails in 0 and is undecided in 1 of 10 partitions "
+                                          "(undecided: its Monte Carlo interval straddles the threshold)")
+    assert partition_counts(0, 10, 10) == "holds in 0, fails in 10 of 10 partitions"
+
+
+def test_cli_labels_raw_and_corrected_p(files, capsys):
+    status = main(["audit", str(files / "m.keras"), "--data", str(files / "d6.npz"), "--clusterability", "0",
+                   "--progress", "off", "--no-fail"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    lines = {ln.split(":")[0]: ln for ln in out.splitlines() if ln and not ln.startswith(" ")}
+    assert "raw p=" in lines["importance"] and "(before correction)" in lines["importance"], out
+    assert " of 10 partitions" in lines["importance"] and "raw chi2 p=" in lines["importance"]
+    claims = next(ln for ln in out.splitlines() if ln.startswith("claims ("))
+    assert "importance " in claims and "(corrected p=" in claims and "(p=" not in claims, claims

@@ -26,7 +26,7 @@ def keep_env(monkeypatch):
 
 
 def run_inline(pytester, *args):
-    return pytester.runpytest(*PLUGIN, "--modtest-cache", "cache", *args)
+    return pytester.runpytest_subprocess(*PLUGIN, "--modtest-cache", "cache", *args)
 
 
 def usage_error(res, match):
@@ -292,7 +292,7 @@ def test_unwritable_output_is_usage_error_before_tests(pytester, modtest_stub, f
     (pytester.path / "adir").mkdir()
     pytester.makepyfile(NEVER)
     extra = ["--modtest-save", "b1"] if flag == "--modtest-storage" else []
-    line = usage_error(pytester.runpytest(*PLUGIN, flag, value, *extra), match)
+    line = usage_error(pytester.runpytest_subprocess(*PLUGIN, flag, value, *extra), match)
     assert line.startswith(f"ERROR: modtest: {flag} "), line
     assert not (pytester.path / "cache").exists() and not (pytester.path / ".modtest").exists()
 
@@ -307,7 +307,7 @@ def test_missing_parent_folders_are_created(pytester, modtest_stub):
     modtest_stub({2: 0.001})
     pytester.makepyfile("from modtest.assertions import assert_importance\n"
                         "def test_ok():\n    assert_importance('m.keras', k=2)\n")
-    res = pytester.runpytest(*PLUGIN, "--modtest-json", "new/deeper/r.json")
+    res = pytester.runpytest_subprocess(*PLUGIN, "--modtest-json", "new/deeper/r.json")
     assert res.ret == 0
     assert json.loads((pytester.path / "new" / "deeper" / "r.json").read_text())["n_claims"] == 1
 
@@ -317,7 +317,7 @@ def test_failed_write_after_the_run_fails_the_session(pytester, modtest_stub):
     modtest_stub({2: 0.001})
     pytester.makepyfile("import os\nfrom modtest.assertions import assert_importance\n"
                         "def test_ok():\n    assert_importance('m.keras', k=2)\n    os.mkdir('r.json')\n")
-    res = pytester.runpytest(*PLUGIN, "--modtest-json", "r.json")
+    res = pytester.runpytest_subprocess(*PLUGIN, "--modtest-json", "r.json")
     res.assert_outcomes(passed=1)
     assert res.ret == 1
     res.stdout.fnmatch_lines(["modtest: could not write --modtest-json: IsADirectoryError*"])

@@ -84,8 +84,12 @@ def model(request):
     """The model under test (``--model``, default: the shipped example MLP), loaded once."""
     from modtest.errors import ModtestError
 
+    session = get_session(request.config)
     try:
-        return get_session(request.config).get_model()
+        model = session.get_model()
+        if session.model_explicit:  # checked at the start already, except in pytest-xdist workers
+            session._check_auditable(model)
+        return model
     except ModtestError as exc:
         _fixture_error(exc)
 
@@ -106,8 +110,13 @@ def eval_data(request, model):
 @pytest.fixture(scope="session")
 def partition(request, model):
     """``cluster(model, --modtest-k, --modtest-seed)``, computed once per session."""
+    from modtest.errors import ModtestError
+
     st = get_session(request.config)
-    return st.context.partition(model, st.k, st.seed)
+    try:
+        return st.context.partition(model, st.k, st.seed)
+    except ModtestError as exc:
+        _fixture_error(exc)
 
 
 @pytest.fixture(scope="session")

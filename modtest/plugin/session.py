@@ -338,6 +338,9 @@ class ModtestSession:
         handed to the session's first clustering of the model, so it is not built twice."""
         from modtest.graph import graph_from_spec
 
+        if getattr(self, "_auditable_checked", None) is model:
+            return
+        self._auditable_checked = model
         adapter = self.context.adapter(model)
         try:
             graph = graph_from_spec(adapter.graph_spec())

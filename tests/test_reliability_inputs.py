@@ -126,9 +126,12 @@ def test_truncated_pt2_is_said_to_be_truncated(tmp_path):
     assert "pickled" not in str(e.value) and "unparseable" not in str(e.value)
 
 
-def test_pt2_member_refused_by_cli(tmp_path, capsys):
-    bad = _with_member(_pt2(tmp_path / "good.pt2"), tmp_path / "bad.pt2", "m/data.pkl")
-    cli_error(capsys, ["audit", str(bad), "--progress", "off"], "its archive member 'm/data.pkl' is a pickle")
+def test_pt2_member_refused_by_cli_and_pytest(pytester, tmp_path, capsys):
+    bad = _with_member(_pt2(tmp_path / "good.pt2"), tmp_path / "bad.pt2", "data.pkl")
+    match = "bad.pt2: refused before loading: its archive member 'data.pkl' is a pickle"
+    cli_error(capsys, ["audit", str(bad), "--progress", "off"], match)
+    pytester.makepyfile(USES_MODEL)
+    usage_error(run_inline(pytester, "--model", str(bad), "--data", "none"), match)
 
 
 @pytest.mark.parametrize("member, why", [
@@ -268,6 +271,17 @@ def test_single_class_folder_is_refused(pytester, keep_env, files, capsys):
     usage_error(run_inline(pytester, "--model", str(files / "m.keras"), "--data", "imgs"), match)
 
 
+def test_missing_classes_are_noted_by_the_cli(files, capsys):
+    from modtest._validation import load_data
+    from modtest.cli import _audit_data
+    from modtest.frameworks import adapt
+
+    path = files / "three_classes.npz"
+    x, y = _audit_data(adapt(files / "m.keras"), path, None, load_data(path))
+    assert len(x) == 40
+    assert "note: the data holds 3 of the model's 4 classes (no examples of class 3)" in capsys.readouterr().out
+
+
 def test_missing_classes_are_noted_in_the_header(pytester, keep_env, files):
     pytester.makepyfile("def test_uses(model, eval_data):\n    assert len(eval_data[1]) == 40\n")
     res = run_inline(pytester, "--model", str(files / "m.keras"), "--data", str(files / "three_classes.npz"))
@@ -378,3 +392,8 @@ def test_cli_labels_raw_and_corrected_p(files, capsys):
     assert " of 10 partitions" in lines["importance"] and "raw chi2 p=" in lines["importance"]
     claims = next(ln for ln in out.splitlines() if ln.startswith("claims ("))
     assert "importance " in claims and "(corrected p=" in claims and "(p=" not in claims, claims
+
+
+def test_k_alone_is_checked_against_the_example_model(pytester, keep_env):
+    pytester.makepyfile(USES_MODEL)
+    usage_error(run_inline(pytester, "--modtest-k", "100000"), "--modtest-k: k=100000 is too large")

@@ -87,7 +87,7 @@ def model(request):
     session = get_session(request.config)
     try:
         model = session.get_model()
-        if session.model_explicit:  # checked at the start already, except in pytest-xdist workers
+        if session.model_explicit or session.k_explicit:  # checked at the start, except in xdist workers
             session._check_auditable(model)
         return model
     except ModtestError as exc:

@@ -274,7 +274,9 @@ class ModtestSession:
         ``--data`` the shipped data is used only when it fits the model (a notice in the header),
         otherwise the session stops with a usage error saying to pass ``--data``. The files are
         checked before any framework import; the xdist controller reads the model's input shape and
-        output width from its config and imports no framework at all.
+        output width from its config and imports no framework at all. Output paths are checked first;
+        a model modtest cannot audit, and an explicit ``--modtest-k`` too large for it, are usage
+        errors here (the example model's too, when only ``--modtest-k`` is given).
         """
         self.started = time.perf_counter()
         if self.is_controller:
@@ -285,7 +287,7 @@ class ModtestSession:
             self._check_outputs()
         if self.executor is not None:
             self._connect_scheduler()
-        if not self.explicit or self.is_worker:
+        if self.is_worker or not (self.explicit or self.k_explicit):  # --modtest-k alone: checked on the example
             return
         try:
             from modtest.frameworks import check_model_file
@@ -304,7 +306,7 @@ class ModtestSession:
                 return
             model = self.get_model()
             self._check_auditable(model)
-            if self.no_data:
+            if self.no_data or not self.explicit:
                 return
             x, y = self.data_for(model)
             if not self.data_explicit:

@@ -94,6 +94,14 @@ def check_k(k, n_usable: int) -> int:
     return k
 
 
+def check_k_fits(flag: str, k: int, n_nodes: int) -> None:
+    """An option's k against a model's node count, before the graph is built (:func:`check_k` checks
+    it against the nodes with edges when clustering)."""
+    if k >= n_nodes:
+        raise InvalidInput(f"{flag}: k={k} is too large: the model's graph has only {n_nodes} nodes "
+                           f"(k must be smaller than its number of nodes with edges)")
+
+
 def check_alpha(alpha) -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < float(alpha) < 1:
         raise InvalidInput(f"alpha must be a number in (0, 1), got {alpha!r}")

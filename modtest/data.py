@@ -162,9 +162,7 @@ def shipped_data_for(input_shape, n_classes) -> tuple[np.ndarray, np.ndarray]:
     """The shipped digits test split, checked against a model's ``input_shape`` and ``n_classes``;
     a :class:`DataError` saying to pass ``--data`` when it does not fit."""
     from modtest._examples import EXAMPLE_DATA, example_path
-    from modtest._validation import check_data_fits, load_data
-
-    from modtest._validation import check_classifier
+    from modtest._validation import check_classifier, check_data_fits, load_data
 
     check_classifier(n_classes)  # no data would fit: saying to pass --data would not help
     x, y = load_data(example_path(EXAMPLE_DATA))

@@ -231,7 +231,7 @@ def test_k_too_large_is_refused_at_start_even_when_tests_pass_their_own(pytester
                         "    raise SystemExit('must not run')\n"
                         "    assert_importance(model, k=3)\n")
     usage_error(run_inline(pytester, "--model", str(files / "m.keras"), "--data", str(files / "d6.npz"),
-                           "--modtest-k", "100000"), "--modtest-k: k=100000 is too large: the graph has only")
+                           "--modtest-k", "100000"), "--modtest-k: k=100000 is too large: the model's graph has only")
 
 
 # --------------------------------------------------------------------------- 4, 5: what the data and model must be

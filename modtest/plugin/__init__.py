@@ -97,9 +97,8 @@ def model(request):
 @pytest.fixture(scope="session")
 def eval_data(request, model):
     """``(x, y)`` from ``--data`` (default: shipped digits), checked against ``model``."""
-    from modtest.errors import ModtestError
-
     from modtest.data import EvalData
+    from modtest.errors import ModtestError
 
     try:
         return EvalData(*get_session(request.config).data_for(model))

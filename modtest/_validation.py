@@ -2,11 +2,72 @@
 from __future__ import annotations
 
 import numbers
+import re
 from pathlib import Path
 
 import numpy as np
 
-from modtest.errors import DataError, InvalidInput
+from modtest.errors import DataError, InvalidInput, ModelLoadError
+
+#: how messages name the trust option; :func:`for_interface` puts the flag of the interface in use
+TRUST_HINT = "trust=True (--modtest-trust-model)"
+_TRUST_FLAGS = {"api": "trust=True", "pytest": "--modtest-trust-model", "cli": "--trust-model"}
+
+
+def for_interface(message: str, interface: str) -> str:
+    """``message`` naming the options of ``interface`` ("api", "pytest" or "cli")."""
+    return str(message).replace(TRUST_HINT, _TRUST_FLAGS[interface])
+
+
+def _bad_member_path(name: str) -> str | None:
+    """Why a zip member's name could point outside the folder it is extracted to, or None."""
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "an absolute path"
+    if "\\" in name:
+        return "a path with a backslash"
+    if ".." in name.replace("\\", "/").split("/"):
+        return "a path with '..'"
+    if "\x00" in name:
+        return "a path with a NUL byte"
+    return None
+
+
+def check_archive_members(filename: str, names, allowed, writer: str) -> None:
+    """Refuse an archive whose members are not the ones ``writer`` produces: absolute paths, ``..``,
+    pickles, or any name ``allowed(name)`` rejects. One line naming the first such member; called
+    before the framework opens the file (nothing is read from it but the names)."""
+    for name in names:
+        why = _bad_member_path(name)
+        if why is None and name.lower().endswith((".pkl", ".pickle")):
+            why = "a pickle"
+        if why is None and not allowed(name):
+            why = "not a file " + writer + " writes"
+        if why is not None:
+            raise ModelLoadError(f"{filename}: refused before loading: its archive member {name!r} is {why}; "
+                                 f"modtest reads only the members {writer} writes (save the model again)")
+
+
+def check_output_path(flag: str, path, *, folder: bool = False) -> None:
+    """Refuse, before any work, an output path that cannot be written: a folder where the file goes
+    (or a file where the folder goes, ``folder``), a parent that is a file, a folder that is not
+    writable. Missing parent folders are fine: they are created when the file is written."""
+    import os
+
+    p = Path(path).expanduser()
+    if not folder and p.is_dir():
+        raise InvalidInput(f"{flag} {p}: is a folder; name the file to write")
+    if folder and p.exists() and not p.is_dir():
+        raise InvalidInput(f"{flag} {p}: is a file, not a folder")
+    anc = p if folder else p.parent
+    anc = Path(os.path.abspath(anc))
+    while not anc.exists():
+        if anc.parent == anc:
+            break
+        anc = anc.parent
+    if anc.exists() and not anc.is_dir():
+        raise InvalidInput(f"{flag} {p}: cannot create its folder, {anc} is a file")
+    if anc.is_dir() and not os.access(anc, os.W_OK | os.X_OK):
+        raise InvalidInput(f"{flag} {p}: the folder {anc} is not writable")
 
 
 def check_int(name: str, value, *, minimum: int | None = None) -> int:
@@ -31,6 +92,14 @@ def check_k(k, n_usable: int) -> int:
         raise InvalidInput(f"k={k} is too large: the graph has only {n_usable} nodes with edges "
                            f"(k must be smaller than that)")
     return k
+
+
+def check_k_fits(flag: str, k: int, n_nodes: int) -> None:
+    """An option's k against a model's node count, before the graph is built (:func:`check_k` checks
+    it against the nodes with edges when clustering)."""
+    if k >= n_nodes:
+        raise InvalidInput(f"{flag}: k={k} is too large: the model's graph has only {n_nodes} nodes "
+                           f"(k must be smaller than its number of nodes with edges)")
 
 
 def check_alpha(alpha) -> float:
@@ -151,9 +220,44 @@ def check_data_fits(input_shape, n_classes: int | None, x, y) -> tuple[np.ndarra
             y = y.astype(np.int64)
         else:
             raise DataError("y must hold integer class labels")
+    if n_classes is not None and n_classes < 2:
+        check_classifier(n_classes)
     if n_classes is not None and len(y) and (y.min() < 0 or y.max() >= n_classes):
         raise DataError(f"labels must lie in [0, {n_classes - 1}] for a model with {n_classes} outputs; "
                         f"found {int(y.min())}..{int(y.max())}")
     if n_classes is not None and len(x) < n_classes:
         raise DataError(f"{len(x)} examples are fewer than the model's {n_classes} classes")
+    check_two_classes(y, n_classes)
     return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
+
+
+def check_two_classes(y, n_classes: int | None = None, where: str = "the data", name: str | None = None) -> None:
+    """Data of fewer than two classes cannot show a lesion's effect: one line (``name``: the class)."""
+    present = np.unique(np.asarray(y))
+    if len(present) and len(present) < 2:
+        of = f" of the model's {n_classes}" if n_classes is not None else ""
+        which = name if name is not None else f"every label is {int(present[0])}"
+        raise DataError(f"{where} holds a single class ({which}); accuracy and its drop under a lesion need "
+                        f"examples of at least two{of} classes")
+
+
+def check_classifier(n_classes: int) -> None:
+    """A model with fewer than two outputs is not a classifier: one line saying what modtest audits."""
+    if n_classes is not None and n_classes < 2:
+        raise DataError(f"the model has {n_classes} output (a regression, or a binary classifier with one "
+                        f"sigmoid unit); modtest audits classifiers, whose accuracy a lesion can lower: one output "
+                        f"per class, e.g. a final Dense(n_classes) with softmax (a binary task: Dense(2)), and "
+                        f"labels 0..n_classes-1")
+
+
+def class_coverage(y, n_classes: int | None) -> str | None:
+    """A note when the data lacks some of the model's classes (None when it has them all)."""
+    if n_classes is None:
+        return None
+    present = set(np.unique(np.asarray(y)).tolist())
+    missing = [c for c in range(int(n_classes)) if c not in present]
+    if not missing:
+        return None
+    shown = ", ".join(map(str, missing[:10])) + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else "")
+    return (f"the data holds {len(present)} of the model's {n_classes} classes (no examples of class "
+            f"{shown}); the audit measures the model on those {len(present)} only")

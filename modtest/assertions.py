@@ -199,8 +199,10 @@ def _assert_measure(measure_name: str, model, k, alpha, data, seed, method: str,
         detail = _top_rows(run.result.rows, measure)
         if "p_low" in robust_net:
             bounds = {"p_low": float(robust_net["p_low"]), "p_high": float(robust_net["p_high"])}
-            detail = (f"holds in {robust_net.get('holds')} of {net.get('ensemble')} partitions, fails in "
-                      f"{robust_net.get('fails')} (quorum {robust_net.get('quorum')})"
+            from modtest.robust import partition_counts
+
+            detail = (f"{partition_counts(robust_net.get('holds'), robust_net.get('fails'), net.get('ensemble'))} "
+                      f"(quorum {robust_net.get('quorum')})"
                       + (f"; {detail}" if detail else ""))
         label = f"{_METHOD_LABEL[method]} p"
         where = (f"over {n_sub} sub-clusters" + (f" ({excl} excluded)" if excl else "")

@@ -49,7 +49,7 @@ def _model_file(model, trust: bool):
         path = example_path(EXAMPLE_MODEL)
         print(f"no MODEL given: using the shipped example {path.name}")
         return path
-    check_model_file(model, trust=trust)
+    check_model_file(model, trust=trust, auditable=True)
     return model
 
 
@@ -73,6 +73,10 @@ def cmd_cluster(args) -> int:
     from modtest.cluster import cluster
 
     s = _settings(args, ("modtest_k", "modtest_seed", "modtest_json", "modtest_trust_model"))
+    if s["modtest_json"]:
+        from modtest._validation import check_output_path
+
+        check_output_path(BY_DEST["modtest_json"].cli, s["modtest_json"])
     model, name = _resolve_model(args.model, s["modtest_trust_model"])
     part = cluster(model, k=s["modtest_k"], seed=s["modtest_seed"])
     g = part.graph
@@ -137,6 +141,11 @@ def _audit_data(adapter, data, max_examples, preloaded=None):
         raw = preloaded if preloaded is not None else read_data(data, adapter.input_shape, adapter.layout,
                                                                 adapter.n_classes)
         x, y = check_data(adapter, *raw)
+        from modtest._validation import class_coverage
+
+        note = class_coverage(y, adapter.n_classes)
+        if note:
+            print(f"note: {note}")
     if max_examples is not None and max_examples < len(x):
         x, y = stratified_subsample(x, y, max_examples)
         print(f"using a stratified subsample of {len(x)} examples (--max-examples)")
@@ -176,8 +185,11 @@ def cmd_audit(args) -> int:
         sig = file_signature(model_file)  # the model's input and output from its config: no import
         if sig is not None:
             shipped_data_for(*sig)
-    if s["modtest_html"] or s["modtest_json"]:
-        _check_writable(s["modtest_json"], s["modtest_html"])
+    from modtest._validation import check_output_path
+
+    for dest in ("modtest_json", "modtest_html"):
+        if s[dest]:
+            check_output_path(BY_DEST[dest].cli, s[dest])
     if s["modtest_protocol"] == "robust":
         from modtest.robust import ensemble_quorum
 
@@ -258,12 +270,11 @@ def _print_audit(report, part, res, name) -> None:
         pairs = report.double_lesion["pairs"]
         print(f"double lesions:   {len(pairs)} pair(s) of important sub-clusters in different layers")
     print(f"claims ({report.correction} correction, alpha={report.alpha:g}): " + ", ".join(
-        f"{c['measure']} {c['verdict']} (p={'-' if c['p_corrected'] is None else format(c['p_corrected'], '.3g')})"
-        for c in report.claims))
+        f"{c['measure']} {c['verdict']} (corrected p="
+        f"{'-' if c['p_corrected'] is None else format(c['p_corrected'], '.3g')})" for c in report.claims))
     hints = [h for c in report.claims if c.get("verdict") != "pass" for h in (c.get("hints") or [])]
     for h in dict.fromkeys(hints):  # each once, in order
         print(f"why: {h}")
-
 
 
 def _print_lesion(report, part, res, name) -> None:
@@ -279,27 +290,17 @@ def _print_lesion(report, part, res, name) -> None:
         net = res.network[measure]
         label = measure.replace("_", " ") + ":"
         if "partitions" in net:
-            print(f"{label:<18}p={net['p']:.3g} in [{net['p_low']:.3g}, {net['p_high']:.3g}], holds in "
-                  f"{net['holds']} and fails in {net['fails']} of {net['ensemble']} partitions "
-                  f"(quorum {net['quorum']}; chi2 p={net['chi2_p']:.3g})")
+            from modtest.robust import partition_counts
+
+            print(f"{label:<18}raw p={net['p']:.3g} in [{net['p_low']:.3g}, {net['p_high']:.3g}] (before "
+                  f"correction), {partition_counts(net['holds'], net['fails'], net['ensemble'])} "
+                  f"(quorum {net['quorum']}; raw chi2 p={net['chi2_p']:.3g})")
             print("    " + "  ".join(f"seed {e['seed']}: {e['p']:.2g}" for e in net["partitions"]))
         else:
-            print(f"{label:<18}Fisher p={net['fisher_p']:.3g}  chi2 p={net['chi2_p']:.3g}  (n={net['n']}"
+            print(f"{label:<18}raw Fisher p={net['fisher_p']:.3g}  raw chi2 p={net['chi2_p']:.3g}  (n={net['n']}"
                   + (f", excluded={net['n_excluded']}" if net.get("n_excluded") else "") + ")")
     if res.network["n_filtered"]:
         print(f"{res.network['n_filtered']} of {res.network['n_subclusters']} sub-clusters filtered out")
-
-
-def _check_writable(*paths) -> None:
-    """Fail before the (slow) audit when an output folder cannot hold the file."""
-    from pathlib import Path
-
-    for p in paths:
-        if p is None:
-            continue
-        parent = Path(p).expanduser().resolve().parent
-        if parent.exists() and not parent.is_dir():
-            raise ModtestError(f"cannot write {p}: {parent} is not a folder")
 
 
 def cmd_init(args) -> int:
@@ -424,7 +425,9 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except ModtestError as exc:
-        print(f"modtest: error: {exc}", file=sys.stderr)
+        from modtest._validation import for_interface
+
+        print(f"modtest: error: {for_interface(exc, 'cli')}", file=sys.stderr)
         return EXIT_USAGE
 
 

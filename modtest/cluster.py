@@ -27,6 +27,10 @@ class Partition:
     graph: WeightGraph = field(repr=False)
     subclusters: list[SubCluster] = field(default_factory=list)
 
+    def __repr__(self) -> str:  # short: pytest prints a failing test's arguments (the partition fixture)
+        return (f"Partition(k={self.k}, seed={self.seed}, ncut={self.ncut:.4g}, {len(self.labels)} nodes, "
+                f"{len(self.subclusters)} sub-clusters)")
+
     @property
     def n_nodes(self) -> int:
         return len(self.labels)

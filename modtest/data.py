@@ -47,6 +47,9 @@ def image_folder_index(path) -> tuple[list[Path], np.ndarray, list[str]]:
         more = ", ..." if len(classes) > 5 else ""
         raise DataError(f"data folder {root} has no images ({', '.join(IMAGE_SUFFIXES)}) in its "
                         f"{len(classes)} class subfolders ({', '.join(classes[:5])}{more})")
+    from modtest._validation import check_two_classes
+
+    check_two_classes(labels, where=f"data folder {root}", name=f"images only in {classes[labels[0]]}/")
     return files, np.asarray(labels, dtype=np.int64), classes
 
 
@@ -159,11 +162,43 @@ def shipped_data_for(input_shape, n_classes) -> tuple[np.ndarray, np.ndarray]:
     """The shipped digits test split, checked against a model's ``input_shape`` and ``n_classes``;
     a :class:`DataError` saying to pass ``--data`` when it does not fit."""
     from modtest._examples import EXAMPLE_DATA, example_path
-    from modtest._validation import check_data_fits, load_data
+    from modtest._validation import check_classifier, check_data_fits, load_data
 
+    check_classifier(n_classes)  # no data would fit: saying to pass --data would not help
     x, y = load_data(example_path(EXAMPLE_DATA))
     try:
         return check_data_fits(input_shape, n_classes, x, y)
     except DataError as exc:
         raise DataError(f"no --data given, and the shipped digits data ({len(x)} examples of shape "
                         f"{tuple(x.shape[1:])}, 10 classes) does not fit this model ({exc}): {NO_DATA_HINT}") from None
+
+
+class EvalData(tuple):
+    """The ``eval_data`` fixture's ``(x, y)``: a tuple (``x, y = eval_data``, ``eval_data[0]``) whose repr
+    is short (shapes, dtypes, classes), so that pytest, which prints a failing test's arguments, does
+    not print the arrays."""
+
+    __slots__ = ()
+
+    def __new__(cls, x, y):
+        return super().__new__(cls, (x, y))
+
+    def __getnewargs__(self):
+        return tuple(self)
+
+    @property
+    def x(self):
+        return self[0]
+
+    @property
+    def y(self):
+        return self[1]
+
+    def __repr__(self) -> str:
+        x, y = self
+        classes = np.unique(np.asarray(y)) if np.asarray(y).size else np.array([], dtype=np.int64)
+        span = f"{int(classes[0])}..{int(classes[-1])}" if len(classes) else "none"
+        return (f"EvalData(x: {tuple(np.shape(x))} {np.asarray(x).dtype}, y: {tuple(np.shape(y))} "
+                f"{np.asarray(y).dtype}, {len(classes)} classes {span})")
+
+    __str__ = __repr__

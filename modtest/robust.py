@@ -196,6 +196,19 @@ class EnsembleP:
                 "holds": self.holds, "fails": self.fails, "verdict": self.verdict}
 
 
+def partition_counts(holds, fails, total) -> str:
+    """"holds in H, fails in F and is undecided in U of R partitions": every partition counted (an
+    undecided one's Monte Carlo interval straddles the per-partition threshold)."""
+    try:
+        h, f, r = int(holds), int(fails), int(total)
+    except (TypeError, ValueError):
+        return f"holds in {holds} and fails in {fails} of {total} partitions"
+    u = r - h - f
+    return (f"holds in {h}, fails in {f}" + (f" and is undecided in {u}" if u else "") + f" of {r} partitions"
+            + (" (undecided: its Monte Carlo interval straddles the threshold)" if u == 1 else
+               " (undecided: their Monte Carlo intervals straddle the threshold)" if u else ""))
+
+
 def merge_ensemble(parts: list[MonteCarloP], alpha: float, risk: float = ENSEMBLE_RISK) -> EnsembleP:
     """Merge per-partition Monte Carlo p-values into the claim's p, interval and verdict."""
     r = len(parts)

@@ -102,6 +102,7 @@ def test_folder_errors_are_one_line(tmp_path, setup, call, match):
     elif setup == "corrupt":
         (tmp_path / "a").mkdir()
         (tmp_path / "a" / "x.png").write_bytes(b"not a png")
+        _save(tmp_path / "b" / "i.png", rng.integers(0, 256, (5, 5, 3)), "RGB")  # two classes (one is refused)
     elif setup == "ok":
         for name in ("a", "b"):
             _save(tmp_path / name / "i.png", rng.integers(0, 256, (5, 5, 3)), "RGB")

@@ -58,7 +58,7 @@ def test_modtest_audit_claims_it_in_terminal_json_and_html(tmp_path, capsys):
     assert "hub_degree" not in outer.measures  # loaded into the audit's registry only
     text = capsys.readouterr().out
     assert re.search(r"^hub degree: +raw p=0\.\d{3}", text, re.M), text
-    assert re.search(r"claims .*: hub_degree (pass|fail) \(p=", text), text
+    assert re.search(r"claims .*: hub_degree (pass|fail) \(corrected p=", text), text
     report = json.loads(out_json.read_text())
     assert [c["measure"] for c in report["claims"]] == ["hub_degree"]
     assert [p["probe"] for p in report["probes"]] == ["weight_degree"]

@@ -79,7 +79,7 @@ def test_module_exported_with_data_or_inferred(saved):
     with pytest.raises(ModelLoadError, match="without an example input: pass data first"):
         adapt(cnn).graph_spec()
     xc = tm.data(tm.input_shape("plain"), n=12)
-    check_data(cnn, xc, np.zeros(12, dtype=int))
+    check_data(cnn, xc, np.arange(12) % 2)  # two classes: data of one class is refused
     assert adapt(cnn).input_shape == (2, 8, 8)  # the export is kept for this module object
 
 
@@ -220,6 +220,7 @@ def test_checks_import_no_torch_and_audit_imports_no_tensorflow(saved, tmp_path)
     path, model, x = saved
     with torch.no_grad():
         y = model(torch.as_tensor(x)).argmax(1).numpy()
+    y[::2] = (y[::2] + 1) % 4  # at least two classes (data of one class is refused)
     np.savez(tmp_path / "d.npz", x=x, y=y)
     state = tmp_path / "weights.pt"
     tm.torch().save(tm.mlp().state_dict(), state)

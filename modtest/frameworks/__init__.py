@@ -33,20 +33,25 @@ class _Entry:
     signature: Callable[..., Any] | None = None  # path -> (input_shape, n_classes) or None, no import
     reads: tuple[str, ...] | None = None  # the suffixes it reads (None: all of ``suffixes``); the
     # others are recognised to be refused with a precise message (a torch state dict in a .pt)
+    auditable: Callable[..., Any] | None = None  # path -> None: refuses, without an import, a file
+    # whose structure modtest cannot audit (two outputs, a recurrent layer)
 
 
 _REGISTRY: list[_Entry] = []
 
 
 def register_adapter(framework: str, *, accepts, wrap, suffixes=(), load=None, check=None, hint="",
-                     signature=None, reads=None) -> None:
+                     signature=None, reads=None, auditable=None) -> None:
     """Register (or replace) the adapter of ``framework``; the newest registration is tried first.
     ``signature(path)``, optional, reads a model file's input shape and output width without
     importing the framework (``(input_shape, n_classes)``, or None when the file does not say).
-    ``reads`` lists the suffixes it reads when ``suffixes`` also holds some it only recognises."""
+    ``reads`` lists the suffixes it reads when ``suffixes`` also holds some it only recognises.
+    ``auditable(path)``, optional, refuses a file whose structure modtest cannot audit, without
+    importing the framework (the loaded model's graph is checked again in any case)."""
     _REGISTRY[:] = [e for e in _REGISTRY if e.framework != framework]
     _REGISTRY.insert(0, _Entry(framework, accepts, wrap, tuple(s.lower() for s in suffixes), load, check, hint,
-                               signature, None if reads is None else tuple(s.lower() for s in reads)))
+                               signature, None if reads is None else tuple(s.lower() for s in reads),
+                               auditable))
 
 
 def quiet_startup() -> None:
@@ -139,10 +144,15 @@ def _builtin() -> None:
 
         return file_signature(path)
 
+    def keras_auditable(path):
+        from modtest.frameworks.keras.model import check_auditable_file
+
+        check_auditable_file(path)
+
     register_adapter("keras", accepts=lambda m: _module_of(m).startswith("keras") or " keras." in _module_of(m),
                      wrap=keras_wrap, suffixes=(".keras", ".h5", ".hdf5"), load=keras_load, check=keras_check,
                      hint="load it with Keras and save it with model.save('model.keras')",
-                     signature=keras_signature)
+                     signature=keras_signature, auditable=keras_auditable)
 
     def torch_load(path, trust=False):
         from modtest.frameworks.torch.files import load_program
@@ -199,13 +209,16 @@ def _entry_for_path(path: Path) -> _Entry:
                          f"or pass the in-memory model")
 
 
-def check_model_file(path, *, trust: bool = False) -> None:
+def check_model_file(path, *, trust: bool = False, auditable: bool = False) -> None:
     """Cheap checks of a model file (exists, known format, nothing that runs code unless ``trust``),
-    without importing its framework: used before the slow import, and by the xdist controller."""
+    without importing its framework: used before the slow import, and by the xdist controller.
+    ``auditable``: also refuse a file whose structure (read from its config) modtest cannot audit."""
     path = Path(path)
     entry = _entry_for_path(path)
     if entry.check is not None:
         entry.check(path, trust=trust)
+    if auditable and entry.auditable is not None:
+        entry.auditable(path)
 
 
 def file_signature(path) -> tuple[tuple, int | None] | None:

@@ -93,7 +93,9 @@ def get_session(config) -> ModtestSession:  # noqa: F821 - imported lazily
 # --------------------------------------------------------------------------- fixtures
 
 def _fixture_error(exc) -> None:
-    pytest.fail(f"modtest: {exc}", pytrace=False)
+    from modtest._validation import for_interface
+
+    pytest.fail(f"modtest: {for_interface(exc, 'pytest')}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -101,8 +103,12 @@ def model(request):
     """The model under test (``--model``, default: the shipped example MLP), loaded once."""
     from modtest.errors import ModtestError
 
+    session = get_session(request.config)
     try:
-        return get_session(request.config).get_model()
+        model = session.get_model()
+        if session.model_explicit or session.k_explicit:  # checked at the start, except in xdist workers
+            session._check_auditable(model)
+        return model
     except ModtestError as exc:
         _fixture_error(exc)
 
@@ -110,10 +116,11 @@ def model(request):
 @pytest.fixture(scope="session")
 def eval_data(request, model):
     """``(x, y)`` from ``--data`` (default: shipped digits), checked against ``model``."""
+    from modtest.data import EvalData
     from modtest.errors import ModtestError
 
     try:
-        return get_session(request.config).data_for(model)
+        return EvalData(*get_session(request.config).data_for(model))
     except ModtestError as exc:
         _fixture_error(exc)
 
@@ -121,8 +128,13 @@ def eval_data(request, model):
 @pytest.fixture(scope="session")
 def partition(request, model):
     """``cluster(model, --modtest-k, --modtest-seed)``, computed once per session."""
+    from modtest.errors import ModtestError
+
     st = get_session(request.config)
-    return st.context.partition(model, st.k, st.seed)
+    try:
+        return st.context.partition(model, st.k, st.seed)
+    except ModtestError as exc:
+        _fixture_error(exc)
 
 
 @pytest.fixture(scope="session")

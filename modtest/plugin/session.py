@@ -140,6 +140,7 @@ class ModtestSession:
         self.max_examples = vals["modtest_max_examples"][0]
         self.progress_mode = vals["modtest_progress"][0]
         self.k = vals["modtest_k"][0]
+        self.k_explicit = vals["modtest_k"][1]
         self.alpha = vals["modtest_alpha"][0]
         self.seed = vals["modtest_seed"][0]
         self.correction = vals["modtest_correction"][0]
@@ -324,16 +325,20 @@ class ModtestSession:
         ``--data`` the shipped data is used only when it fits the model (a notice in the header),
         otherwise the session stops with a usage error saying to pass ``--data``. The files are
         checked before any framework import; the xdist controller reads the model's input shape and
-        output width from its config and imports no framework at all.
+        output width from its config and imports no framework at all. Output paths are checked first;
+        a model modtest cannot audit, and an explicit ``--modtest-k`` too large for it, are usage
+        errors here (the example model's too, when only ``--modtest-k`` is given).
         """
         self.started = time.perf_counter()
         if self.is_controller:
             from modtest.plugin.xdist import warm_up_correction
 
             warm_up_correction()
+        if not self.is_worker:
+            self._check_outputs()
         if self.executor is not None:
             self._connect_scheduler()
-        if not self.explicit or self.is_worker:
+        if self.is_worker or not (self.explicit or self.k_explicit):  # --modtest-k alone: checked on the example
             return
         try:
             from modtest.frameworks import check_model_file
@@ -345,18 +350,60 @@ class ModtestSession:
                     image_folder_index(self.data_path)
                 else:
                     self.raw_data()
-            check_model_file(self.model_path, trust=self.trust)
-            if self.no_data:
-                return
+            check_model_file(self.model_path, trust=self.trust, auditable=True)
             if self.is_controller:
-                self._check_signature()
+                if not self.no_data:
+                    self._check_signature()
                 return
             model = self.get_model()
-            x, _y = self.data_for(model)
+            self._check_auditable(model)
+            if self.no_data or not self.explicit:
+                return
+            x, y = self.data_for(model)
             if not self.data_explicit:
                 self.data_notice = _shipped_notice(len(x))
+            self._note_coverage(y, self.context.adapter(model).n_classes)
+        except ModtestError as exc:
+            from modtest._validation import for_interface
+
+            raise pytest.UsageError(f"modtest: {for_interface(exc, 'pytest')}") from None
+
+    def _check_outputs(self) -> None:
+        """Output paths that cannot be written are a usage error before any test runs (not a line at
+        the end); missing parent folders are created when the files are written."""
+        from modtest._validation import check_output_path
+
+        try:
+            if self.json_path is not None:
+                check_output_path(BY_DEST["modtest_json"].flag, self.json_path)
+            if self.html_path is not None:
+                check_output_path(BY_DEST["modtest_html"].flag, self.html_path)
+            if self.save_name is not None:
+                check_output_path(BY_DEST["modtest_storage"].flag + " (for --modtest-save)", self.storage_dir,
+                                  folder=True)
         except ModtestError as exc:
             raise pytest.UsageError(f"modtest: {exc}") from None
+
+    def _check_auditable(self, model) -> None:
+        """The model's graph description, read once before any test: a model modtest cannot audit (two
+        outputs, an LSTM, no dense or conv layer) is a usage error here, not an error in every test; an
+        explicit ``--modtest-k`` is checked against its size (a test passing its own k would not read
+        it; k must also stay below the nodes with edges, which clustering checks). Needs no scipy: an
+        inner pytester session must not import it (pytester would drop it from sys.modules)."""
+        if getattr(self, "_auditable_checked", None) is model:
+            return
+        self._auditable_checked = model
+        adapter = self.context.adapter(model)
+        try:
+            spec = adapter.graph_spec()
+        except ModtestError:
+            raise
+        except Exception:  # noqa: BLE001 - an adapter without a graph (a test stub): its tests say so
+            return
+        if self.k_explicit:
+            from modtest._validation import check_k_fits
+
+            check_k_fits(BY_DEST["modtest_k"].flag, self.k, int(sum(spec.layer_sizes)))
 
     def _check_signature(self) -> None:
         """The xdist controller's data check, from the model file's config (no framework import)."""
@@ -380,12 +427,19 @@ class ModtestSession:
                 raise DataError(f"data folder {self.data_path} has {len(classes)} class subfolders but the model "
                                 f"has {n_classes} outputs")
         else:
-            check_data_fits(shape, n_classes, *self.raw_data())
+            _x, y = check_data_fits(shape, n_classes, *self.raw_data())
+            self._note_coverage(y, n_classes)
+
+    def _note_coverage(self, y, n_classes) -> None:
+        """The header's note when the data lacks some of the model's classes."""
+        from modtest._validation import class_coverage
+
+        note = class_coverage(y, n_classes)
+        self.coverage_notice = f"modtest: note: {note}" if note else None
 
     def pytest_report_header(self, config):
-        if self.data_notice:
-            return [self.data_notice]
-        return None
+        lines = [n for n in (self.data_notice, getattr(self, "coverage_notice", None)) if n]
+        return lines or None
 
     def _connect_scheduler(self) -> None:
         """--modtest-scheduler: reach the cluster before any test runs (a usage error, exit 4, within

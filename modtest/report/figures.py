@@ -120,8 +120,10 @@ def ensemble_figure(networks: dict, alpha: float) -> bytes:
         ax.set_yscale("log")
         ax.set_xticks(range(len(parts)), [str(e.get("seed")) for e in parts], rotation=30, ha="right", fontsize=6)
         ax.set_ylabel("p (log)", fontsize=8)
-        ax.set_title(f"{measure}: holds in {net.get('holds')}, fails in {net.get('fails')} of {len(parts)} "
-                     f"partitions (quorum {net.get('quorum')}): {net.get('verdict')}", fontsize=9)
+        h, f = net.get("holds"), net.get("fails")
+        u = len(parts) - h - f if isinstance(h, int) and isinstance(f, int) else 0
+        ax.set_title(f"{measure}: holds in {h}, fails in {f}" + (f", undecided in {u}" if u else "")
+                     + f" of {len(parts)} partitions (quorum {net.get('quorum')}): {net.get('verdict')}", fontsize=9)
     if items:
         fig.axes[-1].set_xlabel("partition (clustering seed)", fontsize=8)
     fig.tight_layout()

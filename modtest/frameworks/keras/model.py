@@ -91,8 +91,11 @@ def _read_config(path: Path) -> dict:
     """Read the model config of a ``.keras`` or ``.h5`` file without deserialising anything."""
     suffix = path.suffix.lower()
     if suffix == ".keras":
+        from modtest._validation import check_archive_members
+
         try:
             with zipfile.ZipFile(path) as zf:
+                check_archive_members(path.name, zf.namelist(), _keras_member, "Keras's model.save")
                 return json.loads(zf.read("config.json"))
         except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as exc:
             raise ModelLoadError(f"corrupt .keras file {path}: {_first_line(exc)}") from None
@@ -112,6 +115,15 @@ def _read_config(path: Path) -> dict:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ModelLoadError(f"corrupt model config in {path}: {_first_line(exc)}") from None
+
+
+#: the members of a ``.keras`` archive (keras.saving's zip layout); layers with files save them
+#: under ``assets/``
+_KERAS_MEMBERS = frozenset(("metadata.json", "config.json", "model.weights.h5", "model.weights.npz"))
+
+
+def _keras_member(name: str) -> bool:
+    return name in _KERAS_MEMBERS or name == "assets/" or (name.startswith("assets/") and len(name) > 7)
 
 
 def _walk_layer_configs(cfg):
@@ -163,14 +175,77 @@ def check_model_file(path, *, trust: bool = False, legacy: bool = True) -> dict:
     ``legacy=False`` skips the one check that needs Keras, so this runs without importing it (the
     pytest-xdist controller, and every check made before the slow import).
     """
+    from modtest._validation import TRUST_HINT
+
     path = Path(path)
     config = _read_config(path)
     risky = unsafe_objects(config, legacy=legacy)
     if risky and not trust:
+        unsupported = _unsupported_in_config(config, code_only=True)
+        if unsupported is not None:  # trusting the file would not make it auditable: say that first
+            raise UnsafeModelError(
+                f"{path.name} cannot be audited, with or without trust: {unsupported}; it also contains code "
+                f"that would run on loading ({', '.join(risky[:5])}): {TRUST_HINT} loads it, but modtest "
+                f"would still refuse that layer")
         raise UnsafeModelError(
             f"{path.name} contains code that would run on loading: {', '.join(risky[:5])}; "
-            f"pass trust=True (--modtest-trust-model) if you trust this file")
+            f"pass {TRUST_HINT} if you trust this file")
     return config
+
+
+def _config_layers(config: dict, prefix: str = ""):
+    """(name, class_name, module, entry) of every layer entry of a model config, nested models'
+    layers named ``outer/inner`` (what :func:`layer_graph` calls them)."""
+    cfg = config.get("config") if isinstance(config, dict) else None
+    layers = cfg.get("layers") if isinstance(cfg, dict) else None
+    if not isinstance(layers, list):
+        return
+    for entry in layers:
+        if not isinstance(entry, dict):
+            continue
+        conf = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+        name = prefix + str(conf.get("name", entry.get("name", entry.get("class_name"))))
+        yield name, entry.get("class_name"), entry.get("module"), entry
+        if isinstance(conf.get("layers"), list):
+            yield from _config_layers(entry, name + "/")
+
+
+def _n_endpoints(spec) -> int:
+    if isinstance(spec, dict):
+        return len(spec)
+    if isinstance(spec, (list, tuple)):
+        return len(_endpoint_names(spec))
+    return 1
+
+
+def _unsupported_in_config(config: dict, *, code_only: bool = False) -> str | None:
+    """Why a model config cannot be audited (one line), read without Keras, or None: more than one
+    input or output, a layer type modtest refuses whatever the trust (recurrent, attention, Lambda,
+    custom classes; ``code_only``: only the last two). The loaded model's graph is checked again
+    (:func:`layer_graph`); this finds the common cases before any framework import."""
+    cfg = config.get("config") if isinstance(config, dict) else None
+    if not code_only and isinstance(cfg, dict) and config.get("class_name") not in ("Sequential",) \
+            and "output_layers" in cfg:
+        n_in, n_out = _n_endpoints(cfg.get("input_layers")), _n_endpoints(cfg.get("output_layers"))
+        if n_in != 1 or n_out != 1:
+            return f"model {cfg.get('name', 'model')} has {n_in} inputs and {n_out} outputs; modtest needs one of each"
+    for name, cls, module, _entry in _config_layers(config):
+        if not isinstance(cls, str) or cls in ("Functional", "Sequential", "Model"):
+            continue
+        if module is not None and not str(module).startswith("keras"):
+            return str(_unsupported(LayerInfo(name, f"{module}.{cls}")))
+        if cls in ("Lambda", "TFOpLambda", "SlicingOpLambda") or (not code_only and cls in _ALTERNATIVES):
+            return str(_unsupported(LayerInfo(name, cls)))
+    return None
+
+
+def check_auditable_file(path) -> None:
+    """Refuse (one line, without importing Keras) a model file whose config shows that modtest
+    cannot audit it: two outputs, an LSTM, ... (:func:`_unsupported_in_config`)."""
+    path = Path(path)
+    problem = _unsupported_in_config(_read_config(path))
+    if problem is not None:
+        raise UnsupportedModelError(f"{path.name} cannot be audited: {problem}")
 
 
 #: layers after which the output width is still that of the layer before them

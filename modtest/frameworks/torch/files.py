@@ -241,16 +241,44 @@ def _archive_root(zf: zipfile.ZipFile, path: Path) -> str:
     return root
 
 
+#: members of a PT2 archive under its root folder (torch/csrc/export/pt2_archive_constants.h); a
+#: program's name is a Python identifier
+_PT2_MEMBER = re.compile(
+    r"^(archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
+    r"|models/\w+\.json|data/weights/(\w+_weights_config\.json|\w+_model_param_config\.json|weight_\d+|\w+\.pt)"
+    r"|data/constants/(\w+_constants_config\.json|\w+_model_constants_config\.json"
+    r"|(tensor|custom_obj|opaque_obj)_\d+|\w+\.pt)|data/sample_inputs/\w+\.pt|extra/[\w.-]+)$")
+_PT2_FOLDERS = frozenset(("", ".data/", "models/", "data/", "data/weights/", "data/constants/",
+                          "data/sample_inputs/", "extra/"))
+
+
+def _check_pt2_members(zf: zipfile.ZipFile, root: str, path: Path) -> None:
+    """Every member is one torch.export.save writes, under the archive's root folder."""
+    from modtest._validation import check_archive_members
+
+    def allowed(name: str) -> bool:
+        if not name.startswith(root):
+            return False
+        rest = name[len(root):]
+        return rest in _PT2_FOLDERS if rest.endswith("/") or not rest else _PT2_MEMBER.match(rest) is not None
+
+    check_archive_members(path.name, zf.namelist(), allowed, "torch.export.save")
+
+
 def check_pt2(path, *, trust: bool = False) -> None:
     """Check a ``.pt2`` archive without importing torch: a torch.export archive holding one program
     named ``model``, and (unless ``trust``) nothing that would run code on loading it."""
     path = Path(path)
     if not zipfile.is_zipfile(path):
+        if _starts_like_zip(path):
+            raise ModelLoadError(f"corrupt .pt2 archive {path.name}: a zip file whose end is missing "
+                                 f"(truncated or partly written); save it again, or {EXPORT_HINT}")
         raise ModelLoadError(f"{path.name} is not a .pt2 archive (torch.export.save writes a zip file); "
                              f"{describe_torch_file(path)}")
     try:
         with zipfile.ZipFile(path) as zf:
             root = _archive_root(zf, path)
+            _check_pt2_members(zf, root, path)
             names = set(zf.namelist())
             models = sorted(n[len(root) + len("models/"):-len(".json")] for n in names
                             if n.startswith(f"{root}models/") and n.endswith(".json"))
@@ -281,6 +309,14 @@ def check_pt2(path, *, trust: bool = False) -> None:
                                f"pass trust=True (--modtest-trust-model) if you trust this file")
 
 
+def _starts_like_zip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
 # --------------------------------------------------------------------------------------------
 # .pt / .pth: what it is, and how to get a .pt2 instead
 # --------------------------------------------------------------------------------------------
@@ -301,9 +337,13 @@ def describe_torch_file(path) -> str:
                     f"programs (.pt2): {EXPORT_HINT}")
         if any(n.endswith("archive_format") for n in names):
             return f"{path.name} is a torch.export archive: name it with the suffix .pt2"
+    if data.startswith(b"PK\x03\x04") and not zipfile.is_zipfile(io.BytesIO(data)):
+        return (f"{path.name} is a truncated or corrupt zip file (its end is missing); save it again, or "
+                f"{EXPORT_HINT}")
     foreign = _foreign_globals(data)
-    if any(g == "?.unparseable" for g in foreign) and not data.startswith((b"\x80", b"PK")):
-        return f"{path.name} is not a torch file modtest knows; {EXPORT_HINT}"
+    if any(g == "?.unparseable" for g in foreign):
+        what = "a truncated or corrupt pickle" if data.startswith(b"\x80") else "not a torch file modtest knows"
+        return f"{path.name} is {what}; {EXPORT_HINT}"
     if not foreign:
         return (f"{path.name} holds only tensors (a state dict: weights without the graph); build the model, "
                 f"model.load_state_dict(torch.load(path)), then {EXPORT_HINT}")

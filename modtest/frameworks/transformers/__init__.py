@@ -20,6 +20,9 @@ from modtest.frameworks.transformers.data import token_inputs
 
 __all__ = ["TransformersAdapter", "token_inputs", "is_hf_model"]
 
+#: config keys that say where or how a model was saved, not what it computes (the weights' dtype is hashed)
+_VOLATILE = ("transformers_version", "architectures", "dtype", "torch_dtype")
+
 
 def is_hf_model(obj) -> bool:
     """A Hugging Face ``PreTrainedModel`` (by type names, without importing transformers)."""
@@ -71,7 +74,10 @@ class TransformersAdapter(ModelAdapter):
 
     def compute_fingerprint(self) -> str:
         h = hashlib.sha256()
-        h.update(json.dumps(self.model.config.to_dict(), sort_keys=True, default=str).encode())
+        cfg = {k: v for k, v in self.model.config.to_dict().items()
+               if not k.startswith("_") and k not in _VOLATILE}  # save_pretrained fills these in
+        h.update(type(self.model).__name__.encode())
+        h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
         for k, v in self.model.state_dict().items():
             h.update(k.encode())
             h.update(v.detach().cpu().contiguous().numpy().tobytes())

@@ -43,23 +43,24 @@ def make_data(n: int, seed: int = 0):
     return ids, 2 * a + b
 
 
-def build(seed: int = 0):
+def build(seed: int = 0, n_embd: int = 16, n_head: int = 2, n_inner: int = 16):
     import torch
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
     torch.manual_seed(seed)
-    cfg = GPT2Config(n_layer=2, n_embd=32, n_head=4, n_inner=64, vocab_size=VOCAB, n_positions=T, num_labels=4,
+    cfg = GPT2Config(n_layer=2, n_embd=n_embd, n_head=n_head, n_inner=n_inner, vocab_size=VOCAB, n_positions=T,
+                     num_labels=4,
                      use_cache=False, pad_token_id=0, bos_token_id=0, eos_token_id=0, resid_pdrop=0.0,
                      embd_pdrop=0.0, attn_pdrop=0.0)
     return GPT2ForSequenceClassification(cfg)
 
 
-def train(steps: int = 600, seed: int = 0, n_train: int = 4000, batch: int = 64, lr: float = 3e-3):
+def train(steps: int = 400, seed: int = 0, n_train: int = 4000, batch: int = 64, lr: float = 3e-3, **arch):
     """The trained classifier (eval mode); seeded: the same seed, the same weights on one machine."""
     import torch
 
     torch.manual_seed(seed)
-    model = build(seed)
+    model = build(seed, **arch)
     ids, y = make_data(n_train, seed=seed + 1)
     ids, y = torch.as_tensor(ids), torch.as_tensor(y)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)

@@ -340,7 +340,8 @@ def test_cli_audit_of_a_folder_without_tensorflow(tmp_path, gpt2_dir):
     code = ("import sys; from modtest.cli import main; rc = main(sys.argv[1:]); "
             "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'; sys.exit(rc)")
     out = subprocess.run([sys.executable, "-c", code, "audit", str(gpt2_dir), "--data", str(tmp_path / "d.npz"),
-                          "--k", "3", "--n-random", "3", "--protocol", "paper", "--clusterability", "0", "--no-fail", "--json", str(tmp_path / "r.json")],
+                          "--k", "3", "--n-random", "3", "--protocol", "paper", "--clusterability", "0",
+                          "--no-fail", "--json", str(tmp_path / "r.json")],
                          capture_output=True, text=True, cwd=ROOT, timeout=120,
                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr[-2000:]

@@ -5,8 +5,17 @@ import pytest
 
 from modtest.errors import InvalidInput
 from modtest.graph import graph_from_spec
-from modtest.transformer_graph import (Scale, embedding, gpt2_sublayers, head_layer, neuron_layer, plain_layer,
-                                       readout, transformer_spec, virtual_weights)
+from modtest.transformer_graph import (
+    Scale,
+    embedding,
+    gpt2_sublayers,
+    head_layer,
+    neuron_layer,
+    plain_layer,
+    readout,
+    transformer_spec,
+    virtual_weights,
+)
 
 
 def _adjacency(sublayers):

@@ -54,7 +54,8 @@ class ReferenceEngine:
 
             return mod.register_forward_hook(after)
         mod = self.family.head_module(info["block"])
-        dh = mod.weight.shape[0 if hasattr(mod, "nf") else 1] // self.family.n_heads  # Conv1D (in, out); Linear (out, in)
+        # Conv1D (GPT-2) weights are (in, out), Linear ones (out, in)
+        dh = mod.weight.shape[0 if hasattr(mod, "nf") else 1] // self.family.n_heads
         cols = (idx[:, None] * dh + torch.arange(dh)[None, :]).reshape(-1)
 
         def before(_m, args):

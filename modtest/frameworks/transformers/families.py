@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from modtest.errors import UnsupportedModelError
-from modtest.transformer_graph import (Scale, embedding, head_layer, neuron_layer, plain_layer, readout)
+from modtest.transformer_graph import Scale, embedding, head_layer, neuron_layer, plain_layer, readout
 
 __all__ = ["Family", "family_of"]
 

@@ -249,6 +249,14 @@ def test_pickled_weights_are_refused_without_trust(tmp_path, gpt2_dir):
         assert "\n" not in str(err.value)
 
 
+def test_pickled_weights_load_with_trust(tmp_path):
+    m = _gpt2()
+    d = tmp_path / "pkl"
+    m.config.save_pretrained(d)
+    torch.save(m.state_dict(), d / "pytorch_model.bin")
+    assert adapt(d, trust=True).fingerprint() == adapt(m).fingerprint()
+
+
 def test_remote_code_is_refused_without_trust(tmp_path, gpt2_dir):
     cfg = json.loads((gpt2_dir / "config.json").read_text())
     cfg["auto_map"] = {"AutoModelForSequenceClassification": "modeling_evil.Evil"}
@@ -314,6 +322,22 @@ def test_npz_layout_and_one_line_errors(tmp_path):
     pad[0, 1, -1] = 0  # masked but not the pad token
     with pytest.raises(DataError, match=r"must hold the pad token \(id 0\)"):
         check_data(a, pad, np.zeros(10, dtype=int))
+
+
+def test_vit_pixel_values_npz_and_lesion_study(tmp_path):
+    from modtest import cluster, lesion_study
+    from modtest._validation import check_data, load_data
+
+    a = adapt(_vit())
+    p = tmp_path / "img.npz"
+    np.savez(p, pixel_values=np.random.default_rng(0).normal(size=(12, 3, 8, 8)).astype(np.float32),
+             labels=np.arange(12) % 3)
+    x, y = check_data(a, *load_data(p))
+    assert x.shape == (12, 3, 8, 8)
+    res = lesion_study(a, cluster(a, k=3, seed=0), x, y, n_random=3, seed=0, max_fraction=1.0)
+    assert res.rows and {r["block"] for r in res.rows} == {0}
+    with pytest.raises(DataError, match=r"channels last"):
+        check_data(a, x.transpose(0, 2, 3, 1), y)
 
 
 # ------------------------------------------------------------------------------------------ end to end

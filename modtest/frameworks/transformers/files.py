@@ -79,7 +79,7 @@ def check_folder(path, trust: bool = False) -> dict:
             raise ModelLoadError(f"{path} holds no weights (*.safetensors); {SAVE_HINT}")
         if not trust:
             raise UnsafeModelError(f"{path}: the weights are only pickles ({', '.join(pickles)}), which can run "
-                                   f"code when loaded; {SAVE_HINT} (safetensors), or pass "
+                                   f"code when loaded; {SAVE_HINT}, or pass "
                                    f"--modtest-trust-model (trust=True)")
     return cfg
 

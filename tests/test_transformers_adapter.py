@@ -41,7 +41,7 @@ def _bert(seed=0):
     torch.manual_seed(seed)
     m = BertForSequenceClassification(BertConfig(num_hidden_layers=2, hidden_size=16, num_attention_heads=4,
                                                  intermediate_size=24, vocab_size=20, max_position_embeddings=16,
-                                                 num_labels=3)).eval()
+                                                 num_labels=3, initializer_range=0.3)).eval()
     with torch.no_grad():
         for mod in m.modules():
             if isinstance(mod, torch.nn.LayerNorm):
@@ -55,7 +55,7 @@ def _vit(seed=0):
     torch.manual_seed(seed)
     return ViTForImageClassification(ViTConfig(num_hidden_layers=1, hidden_size=16, num_attention_heads=2,
                                                intermediate_size=24, image_size=8, patch_size=4, num_channels=3,
-                                               num_labels=3)).eval()
+                                               num_labels=3, initializer_range=0.3)).eval()
 
 
 def _tokens(n=40, t=8, seed=0, vocab=20):
@@ -221,6 +221,30 @@ def test_engine_labels_shape_and_bad_units():
         eng.labels("block0.attn", [[4]])
     with pytest.raises(InvalidInput, match="unknown engine"):
         a.lesion_engine(x, engine="warp")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert", "vit"])
+@pytest.mark.parametrize("keep_bias", [False, True])
+def test_fast_engine_gives_the_reference_labels(family, keep_bias):
+    """Variants stacked along the batch axis (several per call, and a batch_size that splits the
+    examples) give the reference engine's labels, with a fixed lesion in another layer too."""
+    model = {"gpt2": _gpt2, "bert": _bert, "vit": _vit}[family]()
+    a = adapt(model)
+    x = (np.random.default_rng(2).normal(size=(30, 3, 8, 8)).astype(np.float32) if family == "vit"
+         else _tokens(n=30))
+    rng = np.random.default_rng(7)
+    base, changed = a.lesion_engine(x, engine="reference").base_labels(), False
+    for layer in a.unit_layers():
+        width = a.family.layer_width(layer)
+        sets = [rng.choice(width, size=rng.integers(1, width + 1), replace=False) for _ in range(7)] + [[]]
+        other = [lay for lay in a.unit_layers() if lay != layer][0]
+        fixed = [(other, [0])]
+        ref = a.lesion_engine(x, engine="reference", keep_bias=keep_bias).labels(layer, sets, fixed=fixed)
+        fast = a.lesion_engine(x, engine="fast", keep_bias=keep_bias, batch_size=64)
+        np.testing.assert_array_equal(fast.labels(layer, sets, fixed=fixed), ref, err_msg=layer)
+        np.testing.assert_array_equal(fast.base_labels(), base)
+        changed = changed or bool((ref != base).any())
+    assert changed  # the lesions do change labels: equal outputs are not two no-ops
 
 
 # ------------------------------------------------------------------------------------------ loading

@@ -115,6 +115,39 @@ def test_gpt2_graph_is_the_virtual_weights_of_its_tensors():
     np.testing.assert_allclose(adj, adj.T)
 
 
+def test_gpt2_head_factors_have_the_norms_of_the_heads_measured_ov_circuit():
+    """Independent of how the weights are sliced: head h's OV circuit is *measured* by running the
+    attention module on one token (attention weight 1) with and without the head (the engine's lesion
+    hook), M_h[k] = (contribution of input e_k) - (contribution of input 0), times the ln_1 gain. The
+    graph's factors must have its norms: ||x M_h|| = ||x read_h||, ||M_h y|| = ||write_h y||."""
+    from modtest.frameworks.transformers.engines import ReferenceEngine
+
+    m = _gpt2()
+    a = adapt(m)
+    blk, d = m.transformer.h[1], 16
+    eng = ReferenceEngine(a.family, _tokens(n=2))
+    layer = next(s for s in a.sublayers() if getattr(s, "name", "") == "block1.attn")
+    rng = np.random.default_rng(4)
+    for h in range(4):
+        def contribution(inp):
+            with torch.no_grad():
+                full = blk.attn(inp)[0]
+                hook = eng._hook("block1.attn", np.array([h]))
+                try:
+                    without = blk.attn(inp)[0]
+                finally:
+                    hook.remove()
+            return (full - without).double().numpy()[:, 0]  # (batch, d)
+
+        basis = torch.cat([torch.eye(d), torch.zeros(1, d)])[:, None, :]  # (d + 1, T=1, d)
+        c = contribution(basis)
+        ov = _t(blk.ln_1.weight)[:, None] * (c[:d] - c[d])  # (d, d)
+        for _ in range(3):
+            x, y = rng.normal(size=d), rng.normal(size=d)
+            assert np.linalg.norm(x @ ov) == pytest.approx(np.linalg.norm(x @ layer.read[h]), rel=1e-5)
+            assert np.linalg.norm(ov @ y) == pytest.approx(np.linalg.norm(layer.write[h] @ y), rel=1e-5)
+
+
 def test_bert_post_layernorm_gains_scale_the_stream():
     """BERT (post-LN): neuron i of block 0 -> neuron j of block 1 passes block 0's output LayerNorm and
     block 1's attention-output LayerNorm: |W_out0[i] . (g_a * g_b * W_in1[:, j])|; the pooler reads the

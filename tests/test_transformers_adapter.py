@@ -129,7 +129,7 @@ def test_gpt2_head_factors_have_the_norms_of_the_heads_measured_ov_circuit():
     layer = next(s for s in a.sublayers() if getattr(s, "name", "") == "block1.attn")
     rng = np.random.default_rng(4)
     for h in range(4):
-        def contribution(inp):
+        def contribution(inp, h=h):
             with torch.no_grad():
                 full = blk.attn(inp)[0]
                 hook = eng._hook("block1.attn", np.array([h]))

@@ -156,6 +156,7 @@ def test_bert_post_layernorm_gains_scale_the_stream():
     a = adapt(m)
     assert a.unit_layers() == ["block0.attn", "block0.mlp", "block1.attn", "block1.mlp", "pooler"]
     g = __import__("modtest").build_graph(a)
+    assert [n for n, r in zip(g.layer_names, g.roles) if r == "hidden"] == a.unit_layers()
     adj = g.adjacency.toarray()
     l0, l1 = m.bert.encoder.layer
     node = lambda layer, u: g.offsets[g.layer_names.index(layer)] + u  # noqa: E731

@@ -66,8 +66,12 @@ class Family:
     text = True
 
     # -- shared -----------------------------------------------------------------------------------
+    has_pooler = False
+
     def unit_layers(self) -> list[str]:
-        return [s.name for s in self.sublayers() if getattr(s, "kind", None) in ("neuron", "head")]
+        """``block{b}.attn``, ``block{b}.mlp`` per block (and ``pooler``), without reading any weight."""
+        names = [f"block{b}.{part}" for b in range(self.n_blocks) for part in ("attn", "mlp")]
+        return names + (["pooler"] if self.has_pooler else [])
 
     def layer_info(self, layer: str) -> dict:
         if layer == "pooler":
@@ -114,6 +118,8 @@ class GPT2(Family):
 
 
 class Bert(Family):
+    has_pooler = True
+
     def _blocks(self):
         return self.model.bert.encoder.layer
 

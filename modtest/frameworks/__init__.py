@@ -168,7 +168,7 @@ def _entry_for_path(path: Path) -> _Entry:
             if e.folder is not None and e.folder(path):
                 return e
         kind = "a TensorFlow SavedModel directory" if (path / "saved_model.pb").exists() else "a directory"
-        raise ModelLoadError(f"{path} is {kind}; modtest reads model files, {_how_to_convert()}")
+        raise ModelLoadError(f"{path} is {kind} that no adapter reads; modtest reads {_how_to_convert()}")
     suffix = path.suffix.lower()
     for e in _REGISTRY:
         if suffix in e.suffixes:

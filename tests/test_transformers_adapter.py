@@ -339,6 +339,18 @@ def test_other_families_are_refused_by_name(tmp_path, cfg, match):
         check_model_file(d)
 
 
+def test_an_unsupported_model_object_is_refused_by_name():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from modtest.errors import UnsupportedModelError
+
+    lm = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=11, n_positions=8, use_cache=False))
+    with pytest.raises(UnsupportedModelError, match="unsupported transformers model GPT2LMHeadModel; modtest reads "
+                                                    "GPT2ForSequenceClassification, BertForSequenceClassification, "
+                                                    "ViTForImageClassification"):
+        adapt(lm)
+
+
 def test_folder_without_weights_or_config(tmp_path, gpt2_dir):
     d = _folder(tmp_path, json.loads((gpt2_dir / "config.json").read_text()), files=())
     with pytest.raises(ModelLoadError, match=r"holds no weights \(\*.safetensors\)"):

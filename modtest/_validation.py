@@ -139,6 +139,10 @@ def load_data(path) -> tuple[np.ndarray, np.ndarray]:
                         f"numpy.savez(path, x=..., y=...)")
     try:
         with np.load(path, allow_pickle=False) as f:
+            if "x" not in f.files and ("input_ids" in f.files or "pixel_values" in f.files):
+                from modtest.frameworks.transformers.data import read_npz_arrays  # numpy only
+
+                return read_npz_arrays(f, path.name)  # Hugging Face layout (docs/transformers.md)
             missing = [k for k in ("x", "y") if k not in f.files]
             if missing:
                 raise DataError(f"data file {path.name} has no array {' or '.join(map(repr, missing))}; "

@@ -35,23 +35,26 @@ class _Entry:
     # others are recognised to be refused with a precise message (a torch state dict in a .pt)
     auditable: Callable[..., Any] | None = None  # path -> None: refuses, without an import, a file
     # whose structure modtest cannot audit (two outputs, a recurrent layer)
+    folder: Callable[[Path], bool] | None = None  # path -> whether it reads this directory (no import)
 
 
 _REGISTRY: list[_Entry] = []
 
 
 def register_adapter(framework: str, *, accepts, wrap, suffixes=(), load=None, check=None, hint="",
-                     signature=None, reads=None, auditable=None) -> None:
+                     signature=None, reads=None, auditable=None, folder=None) -> None:
     """Register (or replace) the adapter of ``framework``; the newest registration is tried first.
     ``signature(path)``, optional, reads a model file's input shape and output width without
     importing the framework (``(input_shape, n_classes)``, or None when the file does not say).
     ``reads`` lists the suffixes it reads when ``suffixes`` also holds some it only recognises.
     ``auditable(path)``, optional, refuses a file whose structure modtest cannot audit, without
-    importing the framework (the loaded model's graph is checked again in any case)."""
+    importing the framework (the loaded model's graph is checked again in any case).
+    ``folder(path)``, optional, says (without importing the framework) whether a directory is a model
+    of this framework (a Hugging Face model folder)."""
     _REGISTRY[:] = [e for e in _REGISTRY if e.framework != framework]
     _REGISTRY.insert(0, _Entry(framework, accepts, wrap, tuple(s.lower() for s in suffixes), load, check, hint,
                                signature, None if reads is None else tuple(s.lower() for s in reads),
-                               auditable))
+                               auditable, folder))
 
 
 def quiet_startup() -> None:
@@ -78,13 +81,13 @@ def default_backend() -> str:
 
 
 def file_backend(path) -> str | None:
-    """What would run the model file ``path`` (its framework; Keras's backend for a Keras file),
-    from its suffix alone: no file is read, no framework imported. None: no adapter reads it."""
-    suffix = Path(str(path)).suffix.lower()
-    for e in _REGISTRY:
-        if suffix in (e.suffixes if e.reads is None else e.reads):
-            return default_backend() if e.framework == "keras" else e.framework
-    return None
+    """What would run the model file or folder ``path`` (its framework; Keras's backend for a Keras
+    file), from its name (and a folder's files), no framework imported. None: no adapter reads it."""
+    try:
+        e = _entry_for_path(Path(str(path)))
+    except ModelLoadError:
+        return None
+    return default_backend() if e.framework == "keras" else e.framework
 
 
 def runtime_signature() -> tuple[str, str]:
@@ -184,6 +187,42 @@ def _builtin() -> None:
 _builtin()
 
 
+def _transformers() -> None:
+    """Hugging Face model folders (config.json + safetensors): modtest.frameworks.transformers."""
+    def accepts(model) -> bool:
+        return any(c.__module__.startswith("transformers.") and c.__name__ == "PreTrainedModel"
+                   for c in type(model).__mro__)
+
+    def wrap(model):
+        from modtest.frameworks.transformers import TransformersAdapter
+
+        return TransformersAdapter(model)
+
+    def load(path, trust=False):
+        from modtest.frameworks.transformers.files import load_folder
+
+        return load_folder(path, trust=trust)
+
+    def check(path, trust=False):
+        from modtest.frameworks.transformers.files import check_folder
+
+        check_folder(path, trust=trust)
+
+    def signature(path):
+        from modtest.frameworks.transformers.files import folder_signature
+
+        return folder_signature(path)
+
+    def folder(path) -> bool:
+        return (Path(path) / "config.json").is_file()
+
+    register_adapter("transformers", accepts=accepts, wrap=wrap, load=load, check=check, signature=signature,
+                     folder=folder, hint="a Hugging Face model folder: model.save_pretrained(folder)")
+
+
+_transformers()
+
+
 def supported_suffixes() -> tuple[str, ...]:
     """The model-file suffixes the registered adapters read."""
     return tuple(s for e in _REGISTRY for s in (e.suffixes if e.reads is None else e.reads))
@@ -191,16 +230,20 @@ def supported_suffixes() -> tuple[str, ...]:
 
 def _how_to_convert() -> str:
     """What model files modtest reads and how to write one, per registered framework."""
-    return "; ".join(f"{e.framework}: {'/'.join(e.suffixes if e.reads is None else e.reads)}"
-                     + (f" ({e.hint})" if e.hint else "") for e in reversed(_REGISTRY) if e.suffixes)
+    return "; ".join(f"{e.framework}: {'/'.join(e.suffixes if e.reads is None else e.reads) or 'folders'}"
+                     + (f" ({e.hint})" if e.hint else "") for e in reversed(_REGISTRY)
+                     if e.suffixes or e.folder is not None)
 
 
 def _entry_for_path(path: Path) -> _Entry:
     if not path.exists():
         raise ModelLoadError(f"model file not found: {path}")
     if path.is_dir():
+        for e in _REGISTRY:
+            if e.folder is not None and e.folder(path):
+                return e
         kind = "a TensorFlow SavedModel directory" if (path / "saved_model.pb").exists() else "a directory"
-        raise ModelLoadError(f"{path} is {kind}; modtest reads model files, {_how_to_convert()}")
+        raise ModelLoadError(f"{path} is {kind} that no adapter reads; modtest reads {_how_to_convert()}")
     suffix = path.suffix.lower()
     for e in _REGISTRY:
         if suffix in e.suffixes:

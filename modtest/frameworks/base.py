@@ -171,6 +171,11 @@ class ModelAdapter(ABC):
     def unit_layers(self) -> list[str]:
         """Names of the layers whose units are lesioned and tested, in model order."""
 
+    def layer_info(self, layer: str) -> dict:
+        """Extra fields of the lesion rows of ``layer`` (a transformer's ``unit_kind`` and ``block``);
+        none by default."""
+        return {}
+
     def layer_positions(self) -> dict[str, int]:
         """Position of every unit layer in model order (probes sort by it)."""
         return {name: i for i, name in enumerate(self.unit_layers())}

@@ -227,6 +227,7 @@ def lesion_result(ctx, probe: LesionProbe, per_sub: dict) -> ProbeResult:
             "class_drops": class_drops[0].tolist(), "random_class_drops": class_drops[1:].tolist(),
             "coherence": None if np.isnan(coh[0]) else float(coh[0]),
             "random_coherence": [None if np.isnan(v) else float(v) for v in coh[1:]],
+            **getattr(ctx.model, "layer_info", lambda _layer: {})(sub.layer),  # a transformer: unit_kind, block
         })
         true_d.append(drops[0])
         rand_d.append(drops[1:])

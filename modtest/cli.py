@@ -13,7 +13,8 @@ import json
 import sys
 
 from modtest.errors import ModtestError
-from modtest.options import BY_DEST, parse
+from modtest.options import BY_DEST
+from modtest.settings import Settings
 
 EXIT_OK, EXIT_CLAIM_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -28,9 +29,10 @@ def _add(p: argparse.ArgumentParser, dest: str, **kw) -> None:
                        help=opt.help)
 
 
-def _settings(args, dests) -> dict:
-    """The parsed, checked values of the table options ``dests`` (one-line errors name the flag)."""
-    return {d: parse(BY_DEST[d], getattr(args, d, None), BY_DEST[d].cli) for d in dests}
+def _settings(args, dests) -> Settings:
+    """The checked settings ``dests`` (:class:`modtest.settings.Settings`: one-line errors name the
+    command's flag; the checks across options, such as the ensemble's quorum, made there too)."""
+    return Settings.from_args(args, dests)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -190,10 +192,6 @@ def cmd_audit(args) -> int:
     for dest in ("modtest_json", "modtest_html"):
         if s[dest]:
             check_output_path(BY_DEST[dest].cli, s[dest])
-    if s["modtest_protocol"] == "robust":
-        from modtest.robust import ensemble_quorum
-
-        ensemble_quorum(s["modtest_ensemble"])
     executor = None
     if s["modtest_scheduler"] is not None:  # reached before the slow model load (a bounded wait)
         from modtest.executors.dask import DaskExecutor

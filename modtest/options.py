@@ -38,6 +38,9 @@ class Option:
     help: str
     cli: str | None = None
     check: Callable[[Any, str], Any] | None = None  # (parsed value, flag) -> value; raises InvalidInput
+    #: the value of a pytest flag given without one (``--modtest-compare`` alone: "latest"); None: the
+    #: flag takes a value
+    const: Any = None
 
 
 def _int_at_least(minimum: int):
@@ -138,6 +141,13 @@ OPTIONS = (
     Option("modtest_prefetch", "--modtest-prefetch", "list", None,
            "comma-separated measures (e.g. importance,output_coherence) whose probe every process (each "
            "xdist worker) joins at session start, sharing its work units through <cache>/workshare"),
+)
+COMPARE_HELP = ("compare the audit with baseline NAME (no NAME, or the ini value 'latest': the most "
+                "recent); fail the session when a claim that held no longer holds or a "
+                "--modtest-compare-fail rule breaks. Write --modtest-compare=NAME")
+OPTIONS += (
+    Option("modtest_compare", "--modtest-compare", "str", None, COMPARE_HELP, const="latest",
+           check=lambda v, flag: v or "latest"),
 )
 BY_DEST = {o.dest: o for o in OPTIONS}
 

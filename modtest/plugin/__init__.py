@@ -18,20 +18,17 @@ _SCOPE = pytest.StashKey["SessionScope"]()
 
 
 def pytest_addoption(parser):
-    from modtest.plugin.session import COMPARE_HELP
-
+    """Every option of the table in :mod:`modtest.options`, with its ini key of the same name."""
     group = parser.getgroup("modtest", "modularity audits of trained networks (modtest)")
     for opt in OPTIONS:
         if opt.kind == "bool":
             group.addoption(opt.flag, dest=opt.dest, action="store_true", default=None, help=opt.help)
             parser.addini(opt.dest, opt.help, type="bool", default=False)
         else:
+            extra = {} if opt.const is None else {"nargs": "?", "const": opt.const}
             group.addoption(opt.flag, dest=opt.dest, action="store", default=None,
-                            metavar=opt.dest.split("_")[-1].upper(), help=opt.help)
+                            metavar=opt.dest.split("_")[-1].upper(), help=opt.help, **extra)
             parser.addini(opt.dest, opt.help, default="")
-    group.addoption("--modtest-compare", dest="modtest_compare", action="store", nargs="?", const="latest",
-                    default=None, metavar="NAME", help=COMPARE_HELP)
-    parser.addini("modtest_compare", COMPARE_HELP, default="")
 
 
 @pytest.hookimpl(tryfirst=True)

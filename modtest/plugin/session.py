@@ -16,17 +16,15 @@ import pytest
 
 from modtest.claims import ClaimCollector, failure_message
 from modtest.errors import InvalidInput, ModtestError
-from modtest.options import BY_DEST, OPTIONS, parse
+from modtest.options import BY_DEST, COMPARE_HELP, OPTIONS  # noqa: F401 - COMPARE_HELP: its old home
 from modtest.probes import BUILTIN
+from modtest.settings import Settings, raw_option
 
 #: probes that --modtest-prefetch can compute cooperatively (split into work units): those declared
 #: with ``prefetch=True`` (:class:`modtest.probes.ProbeDeclaration`). Clusterability is not: its
 #: n_shuffles comes from each assertion, so a session-wide prefetch would compute another cache
 #: entry (idle xdist workers still join it, see ProbeStore.help)
 PREFETCHABLE = tuple(d.name for d in BUILTIN if d.prefetch)
-COMPARE_HELP = ("compare the audit with baseline NAME (no NAME, or the ini value 'latest': the most "
-                "recent); fail the session when a claim that held no longer holds or a "
-                "--modtest-compare-fail rule breaks. Write --modtest-compare=NAME")
 
 
 class SessionScope:
@@ -69,26 +67,9 @@ class SessionScope:
         restore_adapter_registrations(self._adapters)
 
 
-def raw_option(config, dest: str, kind: str):
-    """(value, explicit, from_cmdline): the command line wins over the ini key."""
-    v = config.getoption(dest, default=None)
-    if v is not None:
-        return v, True, True
-    try:
-        iv = config.getini(dest)
-    except (ValueError, KeyError):
-        iv = None
-    if kind == "bool":
-        return bool(iv), bool(iv), False
-    if iv not in (None, "", []):
-        return iv, True, False
-    return None, False, False
-
-
 def configured_for_modtest(config) -> bool:
     """Whether this session names a model, data or any modtest option (command line or ini)."""
-    return any(raw_option(config, o.dest, o.kind)[1] for o in OPTIONS) or \
-        raw_option(config, "modtest_compare", "str")[1]
+    return any(raw_option(config, o.dest, o.kind)[1] for o in OPTIONS)
 
 
 class ModtestSession:
@@ -119,70 +100,44 @@ class ModtestSession:
     def _parse(self, config) -> None:
         from modtest._examples import EXAMPLE_DATA, EXAMPLE_MODEL
 
-        vals = {}
-        for opt in OPTIONS:
-            raw, explicit, cmdline = raw_option(config, opt.dest, opt.kind)
-            try:
-                value = parse(opt, raw)
-            except InvalidInput as exc:
-                raise pytest.UsageError(str(exc)) from None
-            if opt.kind == "path" and value is not None and not value.is_absolute():
-                value = (Path.cwd() if cmdline else config.rootpath) / value
-            vals[opt.dest] = (value, explicit)
-        self.model_path = vals["model"][0] or EXAMPLE_MODEL
-        self.model_explicit = vals["model"][1]
-        self.data_path = vals["data"][0] or EXAMPLE_DATA
-        self.data_explicit = vals["data"][1]
-        raw_data = raw_option(config, "data", "path")[0]
+        try:
+            self.settings = st = Settings.from_pytest(config)
+        except InvalidInput as exc:
+            raise pytest.UsageError(str(exc)) from None
+        self.model_path = Path(st.model) if st.model is not None else EXAMPLE_MODEL
+        self.model_explicit = st.given("model")
+        self.data_path = Path(st.data) if st.data is not None else EXAMPLE_DATA
+        self.data_explicit = st.given("data")
         #: ``--data none``: a session that checks weights only (clusterability) on a model the shipped
         #: data does not fit; a test that needs data fails with one line
-        self.no_data = raw_data is not None and str(raw_data).strip().lower() == "none"
-        self.max_examples = vals["modtest_max_examples"][0]
-        self.progress_mode = vals["modtest_progress"][0]
-        self.k = vals["modtest_k"][0]
-        self.k_explicit = vals["modtest_k"][1]
-        self.alpha = vals["modtest_alpha"][0]
-        self.seed = vals["modtest_seed"][0]
-        self.correction = vals["modtest_correction"][0]
-        self.protocol = vals["modtest_protocol"][0]
-        self.ensemble = vals["modtest_ensemble"][0]
-        self.max_random = vals["modtest_max_random"][0]
-        self.inconclusive = vals["modtest_inconclusive"][0]
-        if self.protocol == "robust":
-            from modtest.robust import ensemble_quorum
-
-            try:
-                ensemble_quorum(self.ensemble)
-            except ModtestError as exc:
-                raise pytest.UsageError(f"--modtest-ensemble: {exc}") from None
-        self.cache_dir = Path(vals["modtest_cache"][0] or (config.rootpath / ".modtest" / "cache"))
-        self.trust = vals["modtest_trust_model"][0]
-        self.json_path = vals["modtest_json"][0]
-        self.backend = vals["modtest_backend"][0]
-        self.html_path = vals["modtest_html"][0]
-        self.storage_dir = Path(vals["modtest_storage"][0] or (config.rootpath / ".modtest" / "baselines"))
-        self.probe_modules = self._load_probes(vals["modtest_probes"][0] or ())
-        self.prefetch = self._prefetch_probes(vals["modtest_prefetch"][0] or ())
-        self.scheduler = vals["modtest_scheduler"][0]
-        self.scheduler_timeout = vals["modtest_scheduler_timeout"][0]
+        self.no_data = st.data is not None and str(st.data).strip().lower() == "none"
+        self.max_examples = st.max_examples
+        self.progress_mode = st.progress
+        self.k = st.k
+        self.k_explicit = st.given("modtest_k")
+        self.alpha = st.alpha
+        self.seed = st.seed
+        self.correction = st.correction
+        self.protocol = st.protocol
+        self.ensemble = st.ensemble
+        self.max_random = st.max_random
+        self.inconclusive = st.inconclusive
+        self.cache_dir = Path(st.cache) if st.cache is not None else config.rootpath / ".modtest" / "cache"
+        self.trust = st.trust_model
+        self.json_path = None if st.json is None else Path(st.json)
+        self.backend = st.backend
+        self.html_path = None if st.html is None else Path(st.html)
+        self.storage_dir = (Path(st.storage) if st.storage is not None
+                            else config.rootpath / ".modtest" / "baselines")
+        self.probe_modules = self._load_probes(st.probes or ())
+        self.prefetch = self._prefetch_probes(st.prefetch or ())
+        self.scheduler = st.scheduler
+        self.scheduler_timeout = st.scheduler_timeout
         self.executor = None  # the DaskExecutor of --modtest-scheduler, connected at session start
-        self.save_name = vals["modtest_save"][0]
-        if self.save_name is not None:
-            from modtest.report.storage import check_name
-
-            try:
-                self.save_name = check_name(self.save_name)
-            except ModtestError as exc:
-                raise pytest.UsageError(f"{BY_DEST['modtest_save'].flag}: {exc}") from None
-        self.compare_fail = vals["modtest_compare_fail"][0]
-        from modtest.report.compare import parse_rules
-
-        try:  # no rules given: the recommended noise-aware defaults
-            self.compare_rules = parse_rules(self.compare_fail)
-        except ModtestError as exc:
-            raise pytest.UsageError(f"--modtest-compare-fail: {exc}") from None
-        compare = raw_option(config, "modtest_compare", "str")[0]
-        self.compare_name = None if compare is None else (str(compare).strip() or "latest")
+        self.save_name = st.save
+        self.compare_fail = st.compare_fail
+        self.compare_rules = list(st.compare_rules)
+        self.compare_name = st.compare
 
     def _load_probes(self, specs) -> tuple:
         """--modtest-probes: the declared probes of each module, added to this session's registry."""

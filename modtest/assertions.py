@@ -41,7 +41,10 @@ def resolve_model(model, trust: bool = False):
 def resolve_data(data, model, defaults=None):
     """``(x, y)`` checked against ``model`` from a tuple, an ``.npz`` path or the default data."""
     from modtest._validation import check_data, load_data
+    from modtest.data import EvalData
 
+    if isinstance(data, EvalData) and data.checked_for is not None and data.checked_for == _fingerprint(model):
+        return data  # checked at the front door for this model: not again
     if data is None:
         if defaults is not None and defaults.data is not None:
             return defaults.data(model)
@@ -58,6 +61,12 @@ def resolve_data(data, model, defaults=None):
 
 
 # --------------------------------------------------------------------------- helpers
+
+def _fingerprint(model) -> str | None:
+    from modtest.frameworks import ModelAdapter
+
+    return model.fingerprint() if isinstance(model, ModelAdapter) else None
+
 
 def _fmt(v) -> str:
     try:

@@ -129,29 +129,18 @@ def _shipped_data_path():
     return EXAMPLE_DATA
 
 
-def _audit_data(adapter, data, max_examples, preloaded=None):
-    """``(x, y)`` for the audit: ``--data`` (an .npz, already read as ``preloaded``, or a folder of
-    images), else the shipped data when it fits the model (with a notice; a one-line error saying to
-    pass --data otherwise)."""
-    from modtest._validation import check_data
-    from modtest.data import read_data, shipped_data_for, stratified_subsample
+def _print_data(audit, data, max_examples) -> None:
+    """What the audit runs on: the shipped data (a notice), classes the data lacks, a subsample."""
+    from modtest.audit import coverage_note
 
     if data is None:
-        x, y = shipped_data_for(adapter.input_shape, adapter.n_classes)
-        print(f"no --data given: using the shipped digits data ({len(x)} examples), which fits the model")
+        print(f"no --data given: using the shipped digits data ({len(audit.x)} examples), which fits the model")
     else:
-        raw = preloaded if preloaded is not None else read_data(data, adapter.input_shape, adapter.layout,
-                                                                adapter.n_classes)
-        x, y = check_data(adapter, *raw)
-        from modtest._validation import class_coverage
-
-        note = class_coverage(y, adapter.n_classes)
+        note = coverage_note(audit)
         if note:
             print(f"note: {note}")
-    if max_examples is not None and max_examples < len(x):
-        x, y = stratified_subsample(x, y, max_examples)
-        print(f"using a stratified subsample of {len(x)} examples (--max-examples)")
-    return x, y
+    if max_examples is not None and len(audit.x) == max_examples:
+        print(f"using a stratified subsample of {len(audit.x)} examples (--max-examples)")
 
 
 def cmd_audit(args) -> int:
@@ -198,20 +187,20 @@ def cmd_audit(args) -> int:
 
         executor = DaskExecutor(s["modtest_scheduler"], timeout=s["modtest_scheduler_timeout"],
                                 trust=s["modtest_trust_model"]).connect()
-    from modtest.frameworks import adapt
-    from modtest.report.audit import run_audit
+    from modtest.audit import Audit
 
-    try:
-        model, name = adapt(model_file, trust=s["modtest_trust_model"]), str(model_file)
-        x, y = _audit_data(model, data, s["modtest_max_examples"], preloaded)
-        report, part, res = run_audit(model, x, y, k=s["modtest_k"], seed=s["modtest_seed"], n_random=n_random,
-                                      alpha=s["modtest_alpha"], correction=s["modtest_correction"],
-                                      clusterability=clusterability, double_lesion=args.double_lesion,
+    try:  # the front door: the model loaded and the data checked once
+        name = str(model_file)
+        audit = Audit.open(model_file, data, trust=s["modtest_trust_model"], max_examples=s["modtest_max_examples"],
+                           preloaded=preloaded, k=s["modtest_k"], seed=s["modtest_seed"], n_random=n_random,
+                           alpha=s["modtest_alpha"], correction=s["modtest_correction"],
+                           protocol=s["modtest_protocol"], ensemble=s["modtest_ensemble"],
+                           max_random=s["modtest_max_random"], executor=executor,
+                           progress=_reporter(s["modtest_progress"]), registry=registry)
+        _print_data(audit, data, s["modtest_max_examples"])
+        report, part, res = audit.run(claims, clusterability=clusterability, double_lesion=args.double_lesion,
                                       double_n_random=args.double_n_random, model_path=name,
-                                      data_path=data if data is not None else _shipped_data_path(),
-                                      protocol=s["modtest_protocol"], ensemble=s["modtest_ensemble"],
-                                      max_random=s["modtest_max_random"],
-                                      progress=_reporter(s["modtest_progress"]), claims=claims, executor=executor)
+                                      data_path=data if data is not None else _shipped_data_path())
     finally:
         if executor is not None:
             executor.close()

@@ -176,15 +176,16 @@ def shipped_data_for(input_shape, n_classes) -> tuple[np.ndarray, np.ndarray]:
 class EvalData(tuple):
     """The ``eval_data`` fixture's ``(x, y)``: a tuple (``x, y = eval_data``, ``eval_data[0]``) whose repr
     is short (shapes, dtypes, classes), so that pytest, which prints a failing test's arguments, does
-    not print the arrays."""
+    not print the arrays. ``checked_for``: the fingerprint of the model it was checked against at the
+    front door (:func:`modtest.audit.bind_data`; None: not checked), so nothing below re-checks it."""
 
-    __slots__ = ()
-
-    def __new__(cls, x, y):
-        return super().__new__(cls, (x, y))
+    def __new__(cls, x, y, checked_for: str | None = None):
+        out = super().__new__(cls, (x, y))
+        out.checked_for = checked_for
+        return out
 
     def __getnewargs__(self):
-        return tuple(self)
+        return (*self, self.checked_for)
 
     @property
     def x(self):

@@ -11,9 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("transformers")
-pytest.importorskip("safetensors")
-torch = pytest.importorskip("torch")
+from modtest.frameworks.torch.runtime import import_torch  # noqa: E402
+
+# through modtest's import: torch imported here may precede TensorFlow (another file of this worker),
+# and transformers' model classes import torch._dynamo, whose triton import would then segfault
+from modtest.frameworks.transformers.runtime import import_transformers  # noqa: E402
+
+torch = import_torch()
 
 from modtest.errors import DataError, ModelLoadError, UnsafeModelError  # noqa: E402
 from modtest.frameworks import adapt, check_model_file  # noqa: E402
@@ -22,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _gpt2(seed=0, n_layer=2, num_labels=3):
+    import_transformers()  # triton kept out when TensorFlow is loaded
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
     torch.manual_seed(seed)
@@ -36,6 +41,7 @@ def _gpt2(seed=0, n_layer=2, num_labels=3):
 
 
 def _bert(seed=0):
+    import_transformers()  # triton kept out when TensorFlow is loaded
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(seed)
@@ -50,6 +56,7 @@ def _bert(seed=0):
 
 
 def _vit(seed=0):
+    import_transformers()  # triton kept out when TensorFlow is loaded
     from transformers import ViTConfig, ViTForImageClassification
 
     torch.manual_seed(seed)
@@ -356,6 +363,7 @@ def test_other_families_are_refused_by_name(tmp_path, cfg, match):
 
 
 def test_an_unsupported_model_object_is_refused_by_name():
+    import_transformers()  # triton kept out when TensorFlow is loaded
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from modtest.errors import UnsupportedModelError

@@ -8,8 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("transformers")
-torch = pytest.importorskip("torch")
+from modtest.frameworks.torch.runtime import import_torch  # noqa: E402
+
+# through modtest's import: torch imported here may precede TensorFlow (another file of this worker),
+# and transformers' model classes import torch._dynamo, whose triton import would then segfault
+
+torch = import_torch()
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "transformers"

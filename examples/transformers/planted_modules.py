@@ -44,7 +44,11 @@ def make_data(n: int, seed: int = 0):
 
 
 def build(seed: int = 0, n_embd: int = 16, n_head: int = 2, n_inner: int = 16):
-    import torch
+    from modtest.frameworks.torch.runtime import import_torch
+    from modtest.frameworks.transformers.runtime import import_transformers
+
+    import_transformers()  # modtest's import: triton kept out where TensorFlow is loaded
+    torch = import_torch()
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
     torch.manual_seed(seed)

@@ -113,11 +113,10 @@ def model(request):
 @pytest.fixture(scope="session")
 def eval_data(request, model):
     """``(x, y)`` from ``--data`` (default: shipped digits), checked against ``model``."""
-    from modtest.data import EvalData
     from modtest.errors import ModtestError
 
     try:
-        return EvalData(*get_session(request.config).data_for(model))
+        return get_session(request.config).data_for(model)  # an EvalData, checked for the model
     except ModtestError as exc:
         _fixture_error(exc)
 

@@ -201,9 +201,8 @@ class ModtestSession:
         adapter = self.context.adapter(model)
         hit = self._data.get(id(adapter))
         if hit is not None and hit[0] is adapter:
-            return hit[1], hit[2]
-        from modtest._validation import check_data
-        from modtest.data import read_data, shipped_data_for, stratified_subsample
+            return hit[1]
+        from modtest.audit import bind_data
 
         if self.no_data:
             from modtest.errors import DataError
@@ -211,16 +210,13 @@ class ModtestSession:
             raise DataError("this session has no evaluation data (--data none): pass --data PATH for tests "
                             "that lesion or evaluate the model")
         if not self.data_explicit:
-            x, y = shipped_data_for(adapter.input_shape, adapter.n_classes)
+            data = bind_data(adapter, None, max_examples=self.max_examples)
         elif self.data_path.is_dir():
-            x, y = check_data(adapter, *read_data(self.data_path, adapter.input_shape, adapter.layout,
-                                                  adapter.n_classes))
+            data = bind_data(adapter, self.data_path, max_examples=self.max_examples)
         else:
-            x, y = check_data(adapter, *self.raw_data())
-        if self.max_examples is not None:
-            x, y = stratified_subsample(x, y, self.max_examples)
-        self._data[id(adapter)] = (adapter, x, y)
-        return x, y
+            data = bind_data(adapter, self.data_path, max_examples=self.max_examples, preloaded=self.raw_data())
+        self._data[id(adapter)] = (adapter, data)
+        return data
 
     # ------------------------------------------------------------------ hooks
     @pytest.hookimpl(tryfirst=True)

@@ -2,6 +2,8 @@
 models live in tests/_models.py)."""
 
 import random
+import sys
+import tempfile
 from pathlib import Path
 
 import _pytest.pytester
@@ -9,21 +11,28 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-#: compiled frameworks that cannot be imported twice in one process (TensorFlow aborts)
-_FRAMEWORKS = frozenset({"tensorflow", "keras", "tf_keras", "tensorboard", "jax", "jaxlib", "torch",
-                         "ml_dtypes", "h5py"})
+_TMP = str(Path(tempfile.gettempdir()).resolve())
 
 
-class _KeepFrameworks(_pytest.pytester.SysModulesSnapshot):
-    """pytester drops the modules a test imported when the test ends; a framework first imported
-    inside a pytester test (a file run alone, or first on its xdist worker) would then be imported
-    again by the next test and abort the process. Frameworks stay loaded."""
+def _outlives_inner_sessions(name: str) -> bool:
+    """Whether module ``name`` stays loaded when a pytester test ends: every module except the inner
+    sessions' own (their conftest.py and test files, written under the temporary folder)."""
+    module = sys.modules.get(name)
+    path = getattr(module, "__file__", None)
+    return not path or not str(Path(path).resolve()).startswith(_TMP)
+
+
+class _KeepLibraries(_pytest.pytester.SysModulesSnapshot):
+    """pytester drops the modules a test imported when the test ends, and the next import loads them
+    again: TensorFlow aborts the process then, numpy's and scipy's compiled parts refuse ("cannot
+    load module more than once per process"), so whether a test passed depended on which file its
+    worker ran first. Only the inner sessions' own modules are dropped."""
 
     def __init__(self, preserve=None):
-        super().__init__(lambda name: name.partition(".")[0] in _FRAMEWORKS or bool(preserve and preserve(name)))
+        super().__init__(lambda name: _outlives_inner_sessions(name) or bool(preserve and preserve(name)))
 
 
-_pytest.pytester.SysModulesSnapshot = _KeepFrameworks
+_pytest.pytester.SysModulesSnapshot = _KeepLibraries
 
 #: the head of an inner session's conftest: tests/_fakes.py (the fake adapter), importable there
 FAKE_FILES = f'''

@@ -60,7 +60,8 @@ def files(tmp_path_factory):
     keras.utils.set_random_seed(0)
     inp = keras.Input((6,))
     h = L.Dense(12, activation="relu")(inp)
-    keras.Model(inp, [L.Dense(4, activation="softmax")(h), L.Dense(4, activation="softmax")(h)]).save(d / "two.keras")
+    keras.Model(inp, [L.Dense(4, activation="softmax")(h), L.Dense(4, activation="softmax")(h)],
+                name="functional").save(d / "two.keras")  # named: Keras numbers unnamed models per process
     keras.Sequential([keras.Input((5, 6)), L.LSTM(8), L.Dense(4, activation="softmax")]).save(d / "lstm.keras")
     keras.Sequential([keras.Input((6,)), L.Dense(12, activation="relu"), L.Dense(10, activation="relu"),
                       L.Dense(1)]).save(d / "reg.keras")
@@ -287,13 +288,13 @@ def test_single_class_folder_is_refused(pytester, keep_env, files, capsys):
 
 
 def test_missing_classes_are_noted_by_the_cli(files, capsys):
-    from modtest._validation import load_data
-    from modtest.cli import _audit_data
-    from modtest.frameworks import adapt
+    from modtest.audit import Audit
+    from modtest.cli import _print_data
 
     path = files / "three_classes.npz"
-    x, y = _audit_data(adapt(files / "m.keras"), path, None, load_data(path))
-    assert len(x) == 40
+    audit = Audit.open(files / "m.keras", path, progress=False)
+    _print_data(audit, path, None)
+    assert len(audit.x) == 40
     assert "note: the data holds 3 of the model's 4 classes (no examples of class 3)" in capsys.readouterr().out
 
 

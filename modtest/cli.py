@@ -141,8 +141,9 @@ def _audit_data(adapter, data, max_examples, preloaded=None):
         raw = preloaded if preloaded is not None else read_data(data, adapter.input_shape, adapter.layout,
                                                                 adapter.n_classes)
         x, y = check_data(adapter, *raw)
-        from modtest._validation import class_coverage
+        from modtest._validation import check_two_classes, class_coverage
 
+        check_two_classes(y, adapter.n_classes)
         note = class_coverage(y, adapter.n_classes)
         if note:
             print(f"note: {note}")

@@ -208,6 +208,9 @@ class ModtestSession:
                                                   adapter.n_classes))
         else:
             x, y = check_data(adapter, *self.raw_data())
+        from modtest._validation import check_two_classes
+
+        check_two_classes(y, adapter.n_classes)
         if self.max_examples is not None:
             x, y = stratified_subsample(x, y, self.max_examples)
         self._data[id(adapter)] = (adapter, x, y)
@@ -376,7 +379,10 @@ class ModtestSession:
                 raise DataError(f"data folder {self.data_path} has {len(classes)} class subfolders but the model "
                                 f"has {n_classes} outputs")
         else:
+            from modtest._validation import check_two_classes
+
             _x, y = check_data_fits(shape, n_classes, *self.raw_data())
+            check_two_classes(y, n_classes)
             self._note_coverage(y, n_classes)
 
     def _note_coverage(self, y, n_classes) -> None:

@@ -231,12 +231,13 @@ def check_data_fits(input_shape, n_classes: int | None, x, y) -> tuple[np.ndarra
                         f"found {int(y.min())}..{int(y.max())}")
     if n_classes is not None and len(x) < n_classes:
         raise DataError(f"{len(x)} examples are fewer than the model's {n_classes} classes")
-    check_two_classes(y, n_classes)
     return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
 
 
 def check_two_classes(y, n_classes: int | None = None, where: str = "the data", name: str | None = None) -> None:
-    """Data of fewer than two classes cannot show a lesion's effect: one line (``name``: the class)."""
+    """Data of fewer than two classes cannot show a lesion's effect: one line (``name``: the class).
+    Checked where an audit takes its data (``--data`` of the CLI and of pytest, an assertion's
+    ``data``); the probe functions themselves accept it (an engine check on self-labelled data)."""
     present = np.unique(np.asarray(y))
     if len(present) and len(present) < 2:
         of = f" of the model's {n_classes}" if n_classes is not None else ""

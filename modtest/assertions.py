@@ -39,8 +39,10 @@ def resolve_model(model, trust: bool = False):
 
 
 def resolve_data(data, model, defaults=None):
-    """``(x, y)`` checked against ``model`` from a tuple, an ``.npz`` path or the default data."""
-    from modtest._validation import check_data, load_data
+    """``(x, y)`` checked against ``model`` from a tuple, an ``.npz`` path or the default data (at
+    least two classes: data of one class cannot show a lesion's effect); data checked for ``model``
+    at the front door (:func:`modtest.audit.bind_data`) is returned as it is."""
+    from modtest._validation import check_data, check_two_classes, load_data
     from modtest.data import EvalData
 
     if isinstance(data, EvalData) and data.checked_for is not None and data.checked_for == _fingerprint(model):
@@ -52,12 +54,15 @@ def resolve_data(data, model, defaults=None):
 
         return check_data(model, *load_data(example_path(EXAMPLE_DATA)))
     if isinstance(data, (str, os.PathLike)):
-        return check_data(model, *load_data(data))
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return check_data(model, data[0], data[1])
-    from modtest.errors import InvalidInput
+        x, y = check_data(model, *load_data(data))
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = check_data(model, data[0], data[1])
+    else:
+        from modtest.errors import InvalidInput
 
-    raise InvalidInput(f"data must be (x, y), an .npz path or None, got {type(data).__name__}")
+        raise InvalidInput(f"data must be (x, y), an .npz path or None, got {type(data).__name__}")
+    check_two_classes(y)
+    return x, y
 
 
 # --------------------------------------------------------------------------- helpers

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modtest._validation import check_choice, check_data, check_int, class_coverage, load_data
+from modtest._validation import check_choice, check_data, check_int, check_two_classes, class_coverage, load_data
 from modtest.claims import ClaimCollector
 from modtest.context import AuditContext, Defaults, current, using
 from modtest.data import EvalData, read_data, shipped_data_for, stratified_subsample
@@ -43,7 +43,8 @@ def bind_data(adapter: ModelAdapter, source=None, *, max_examples: int | None = 
     when it fits the model: else a one-line error saying to pass data), a folder of class subfolders
     of images (read at the model's input size), an ``.npz`` path (``preloaded``: its arrays, already
     read), or ``(x, y)``; then a stratified subsample of ``max_examples``. Data already checked for
-    this model (an :class:`EvalData` of the same fingerprint) is returned as it is."""
+    this model (an :class:`EvalData` of the same fingerprint) is returned as it is. Given data must
+    hold at least two classes (one line otherwise)."""
     fp = adapter.fingerprint()
     if isinstance(source, EvalData) and source.checked_for == fp and max_examples is None:
         return source
@@ -59,6 +60,8 @@ def bind_data(adapter: ModelAdapter, source=None, *, max_examples: int | None = 
     else:
         raise InvalidInput(f"data must be (x, y), an .npz path, a folder of images or None, "
                            f"got {type(source).__name__}")
+    if source is not None:  # given data: of at least two classes (one cannot show a lesion's effect)
+        check_two_classes(y, adapter.n_classes)
     if max_examples is not None and max_examples < len(x):
         x, y = stratified_subsample(x, y, max_examples)
     return EvalData(x, y, fp)

@@ -274,6 +274,18 @@ def test_single_class_data_is_refused(pytester, keep_env, files, capsys):
                 match)
 
 
+def test_single_class_data_refused_by_an_assertion_not_by_the_probes():
+    """An assertion's ``data`` is audit input (refused); the probe functions accept self-labelled
+    data of one class (an engine check)."""
+    from modtest.assertions import resolve_data
+    from modtest.errors import DataError
+
+    model, x = tiny_mlp(), np.random.default_rng(0).normal(size=(20, 6)).astype("float32")
+    with pytest.raises(DataError, match=r"^the data holds a single class \(every label is 2\)"):
+        resolve_data((x, np.full(20, 2)), model)
+    assert len(resolve_data((x, np.arange(20) % 2), model)[1]) == 20
+
+
 def test_single_class_folder_is_refused(pytester, keep_env, files, capsys):
     from PIL import Image
 

@@ -378,7 +378,10 @@ class ModtestSession:
                 raise DataError(f"data folder {self.data_path} has {len(classes)} class subfolders but the model "
                                 f"has {n_classes} outputs")
         else:
+            from modtest._validation import check_two_classes
+
             _x, y = check_data_fits(shape, n_classes, *self.raw_data())
+            check_two_classes(y, n_classes)
             self._note_coverage(y, n_classes)
 
     def _note_coverage(self, y, n_classes) -> None:

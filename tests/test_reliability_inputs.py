@@ -12,6 +12,7 @@ import zipfile
 import numpy as np
 import pytest
 from _models import tiny_mlp
+from test_reliability import usage_error  # exit 4, one ERROR line, no traceback
 
 from modtest.cli import main
 
@@ -27,16 +28,6 @@ def keep_env(monkeypatch):
 
 def run_inline(pytester, *args):
     return pytester.runpytest_subprocess(*PLUGIN, "--modtest-cache", "cache", *args)
-
-
-def usage_error(res, match):
-    """Exit 4, one ``ERROR:`` line holding ``match``, no traceback, no test run."""
-    text = res.stdout.str() + res.stderr.str()
-    assert res.ret == 4, text
-    err = [ln for ln in res.stderr.lines if ln.startswith("ERROR")]
-    assert len(err) == 1 and match in err[0], err
-    assert "Traceback" not in text and "must not run" not in text
-    return err[0]
 
 
 def cli_error(capsys, argv, match):

@@ -186,7 +186,7 @@ def _exceedances(tally: _Tally, tag: str, base_score: float, base_recall: np.nda
 def robust_lesion_study(model, x, y, *, k: int = 12, seed: int = 0, alpha: float = 0.05, ensemble: int = 10,
                         n_random: int = 20, max_random: int = 320, risk: float = robust.RISK,
                         ensemble_risk: float = robust.ENSEMBLE_RISK, partitions=None, executor=None,
-                        progress=None, **lesion_kw) -> ProbeResult:
+                        progress=None, h: int | None = robust.H, **lesion_kw) -> ProbeResult:
     """Importance and output coherence of ``model`` over ``ensemble`` partitions at ``k``.
 
     The controls are shared across the ensemble: the ``o``-th sub-cluster of a given layer and size
@@ -205,6 +205,8 @@ def robust_lesion_study(model, x, y, *, k: int = 12, seed: int = 0, alpha: float
     risk, ensemble_risk : see :mod:`modtest.robust`
     partitions : callable (model, k, seed) -> Partition (the session's, memoized), or None
     executor : where the work units run (None: here; a workshare folder; a Dask executor)
+    h : a sub-cluster whose controls hold ``h`` exceedances (of the measure being sharpened) gets no
+        more (Besag & Clifford 1991); None: extend by posterior variance alone
     **lesion_kw : min_size, max_fraction, metric, ties, keep_bias, engine, batch_size, ...
 
     Returns
@@ -227,6 +229,8 @@ def robust_lesion_study(model, x, y, *, k: int = 12, seed: int = 0, alpha: float
         from modtest.errors import InvalidInput
 
         raise InvalidInput(f"max_random ({max_random}) must be >= n_random ({n_random})")
+    if h is not None:
+        h = check_int("h", h, minimum=1)
     quorum = robust.ensemble_quorum(ensemble, ensemble_risk)
     adapter = adapt(model)
     seeds = partition_seeds(seed, ensemble)
@@ -295,7 +299,7 @@ def robust_lesion_study(model, x, y, *, k: int = 12, seed: int = 0, alpha: float
     with bar:
         compute([(tag, n_random) for r in range(ensemble) for tag, _sub in tags[r]])
         decided = robust.decide(counts, extend, ensemble=ensemble, measures=MEASURES, alpha=alpha, cap=max_random,
-                                risk=risk, ensemble_risk=ensemble_risk, key=(ckey, seed))
+                                risk=risk, ensemble_risk=ensemble_risk, key=(ckey, seed), h=h)
     network = {}
     threshold = alpha * quorum / ensemble
     for measure in MEASURES:
@@ -319,7 +323,7 @@ def robust_lesion_study(model, x, y, *, k: int = 12, seed: int = 0, alpha: float
     result.network["n_subclusters"] = n_sub
     result.network["n_filtered"] = n_sub - len(tags[0])
     result.settings.update({"protocol": "robust", "alpha": alpha, "ensemble": ensemble, "max_random": max_random,
-                            "risk": risk, "ensemble_risk": ensemble_risk, "partition_seeds": seeds})
+                            "risk": risk, "ensemble_risk": ensemble_risk, "partition_seeds": seeds, "h": h})
     summaries = [dict(seed=seeds[r], ncut=float(parts[r].ncut),
                       **_partition_summary(tally, tags[r], base_score, ties)) for r in range(ensemble)]
     for measure in MEASURES:
@@ -493,7 +497,8 @@ def robust_visualization_study(model, *, k: int = 12, seed: int = 0, alpha: floa
 
     render([(tag, 0, n_random) for r in range(ensemble) for tag, _s in tags[r]])
     decided = robust.decide(counts, extend, ensemble=ensemble, measures=tuple(VIS_MEASURES), alpha=alpha,
-                            cap=max_random, risk=risk, ensemble_risk=ensemble_risk, key=(mh, seed, "visualization"))
+                            cap=max_random, risk=risk, ensemble_risk=ensemble_risk, key=(mh, seed, "visualization"),
+                            h=None)  # its extension rule as before (issue 26 measured the lesion study only)
     threshold = alpha * quorum / ensemble
     network = {}
     for measure, (ens, mcs) in decided.items():

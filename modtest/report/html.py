@@ -237,7 +237,7 @@ def render_html(report: Report, comparison=None) -> str:
     from modtest.report.build import claim_costs
 
     costs = claim_costs(report)
-    if costs:
+    if report.cost or any(c[3] is not None for c in costs):  # reports before the counters: no section
         fmt = lambda v: "-" if v is None else f"{int(v):,}"  # noqa: E731
         tot = report.cost or {}
         body = _table(("claim", "protocol", "probe", "lesioned networks", "lesioned examples", "probe run"),

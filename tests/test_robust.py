@@ -98,6 +98,18 @@ def test_decide_never_extends_past_h_exceedances():
         assert plain.n.sum() >= src.n.sum()
 
 
+def test_no_extension_where_partitions_disagree_beyond_monte_carlo_error():
+    """Partitions clearly on both sides of the threshold: no quorum can be reached whatever the
+    undecided partitions turn out to be, so no control is added (the verdict is inconclusive)."""
+    for s in range(5):
+        split = np.where(np.arange(10)[:, None] < 5, 1e-4, 0.5) * np.ones((10, 12))
+        ens, src = _run(split, s)
+        assert ens.verdict == "inconclusive" and src.requests == 0
+        mixed = np.concatenate([np.full((4, 12), 1e-4), np.full((4, 12), 0.6), np.full((2, 12), 0.2)])
+        ens, src = _run(mixed, 10 + s)
+        assert ens.verdict == "inconclusive" and src.requests == 0 and (src.n == 20).all()
+
+
 # --------------------------------------------------------------------------- the merging rule
 
 def test_quorum():

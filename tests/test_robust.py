@@ -85,7 +85,7 @@ def test_decide_never_extends_past_h_exceedances():
         asked = []
         ext = src.extend
 
-        def extend(wants, src=src, ext=ext):
+        def extend(wants, src=src, ext=ext, asked=asked):
             for (r, i) in wants:
                 asked.append(int(src.draws(r, i, src.n[r, i]).sum()))
             ext(wants)

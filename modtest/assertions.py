@@ -223,9 +223,12 @@ def _assert_measure(measure_name: str, model, k, alpha, data, seed, method: str,
                  + (f" ({detail})" if detail else "") + f"; statistic {_fmt(stat)}, k={k}, seed={seed}"
                  + (f"; claim: {measure.side_note}" if measure.side_note else ""))
     hints = _hints(context, measure, model, k, seed, y, run.result)
+    from modtest.report.schema import probe_cost
+
+    cost = {"probe": measure.probe, **probe_cost(run.result), "source": run.source, "seconds": float(run.seconds)}
     claim = Claim(name=name, measure=measure_name, method=method, statistic=stat, p_raw=p,
                   alpha=alpha, n_subclusters=n_sub, detail=detail, probe_seconds=float(run.seconds),
-                  hints=hints, **bounds, **ident)
+                  hints=hints, cost=cost, **bounds, **ident)
     low, high = claim.bounds
     span = f" (noise bounds [{_fmt(low)}, {_fmt(high)}])" if bounds else ""
     message = f"{measure_name} not shown: {label}={_fmt(p)}{span} > alpha={alpha:g} {where}"

@@ -259,6 +259,10 @@ def _print_audit(report, part, res, name) -> None:
     print(f"claims ({report.correction} correction, alpha={report.alpha:g}): " + ", ".join(
         f"{c['measure']} {c['verdict']} (corrected p="
         f"{'-' if c['p_corrected'] is None else format(c['p_corrected'], '.3g')})" for c in report.claims))
+    from modtest.report.build import cost_lines
+
+    for line in cost_lines(report):
+        print(line)
     hints = [h for c in report.claims if c.get("verdict") != "pass" for h in (c.get("hints") or [])]
     for h in dict.fromkeys(hints):  # each once, in order
         print(f"why: {h}")

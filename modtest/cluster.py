@@ -26,6 +26,8 @@ class Partition:
     ncut: float
     graph: WeightGraph = field(repr=False)
     subclusters: list[SubCluster] = field(default_factory=list)
+    #: wall seconds :func:`cluster` took (graph included when it built it); None when not measured
+    seconds: float | None = field(default=None, compare=False, repr=False)
 
     def __repr__(self) -> str:  # short: pytest prints a failing test's arguments (the partition fixture)
         return (f"Partition(k={self.k}, seed={self.seed}, ncut={self.ncut:.4g}, {len(self.labels)} nodes, "
@@ -241,6 +243,9 @@ def cluster(model_or_graph, k: int = 12, seed: int = 0, *, n_init: int = 25, sol
         or "auto" (lanczos above LARGE_GRAPH_NODES nodes or LARGE_GRAPH_ENTRIES stored entries); both
         give the same labels
     """
+    import time
+
+    t0 = time.perf_counter()
     check_choice("solver", solver, SOLVERS)
     graph = model_or_graph if isinstance(model_or_graph, WeightGraph) else build_graph(model_or_graph)
     seed = check_seed(seed)
@@ -251,4 +256,5 @@ def cluster(model_or_graph, k: int = 12, seed: int = 0, *, n_init: int = 25, sol
     large = solver == "lanczos" or (solver == "auto" and (len(usable) > LARGE_GRAPH_NODES
                                                          or sub.nnz > LARGE_GRAPH_ENTRIES))
     labels[usable] = (spectral_labels_large if large else spectral_labels)(sub, k, seed, n_init)
-    return Partition(labels, k, seed, ncut(graph.adjacency, labels), graph, subclusters_of(graph, labels))
+    return Partition(labels, k, seed, ncut(graph.adjacency, labels), graph, subclusters_of(graph, labels),
+                     seconds=time.perf_counter() - t0)

@@ -150,6 +150,10 @@ class Claim:
     protocol: str = "paper"
     #: why the claim could not show anything, with what to try (:mod:`modtest.diagnose`)
     hints: list = field(default_factory=list)
+    #: what the probe behind the claim evaluated (lesioned networks, lesioned examples, images), its
+    #: ``source`` ("computed" for this claim; "memory" when computed for an earlier claim and shared)
+    #: and its wall ``seconds`` here
+    cost: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return _jsonable(asdict(self))

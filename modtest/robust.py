@@ -132,12 +132,24 @@ def log_p_variance(b, n) -> np.ndarray:
     return polygamma(1, b + 0.5) - polygamma(1, n + 1.0)
 
 
-def to_extend(b, n, cap: int, share: float = 0.8) -> np.ndarray:
-    """Indices of the sub-clusters to give more controls: those below ``cap`` that carry the largest
-    posterior variances of ``log p``, together at least ``share`` of the extendable total."""
+#: Besag & Clifford (1991): a sub-cluster whose controls already hold this many exceedances is never
+#: given more (its p-value is known to a relative error of about 1 / sqrt(H); see :func:`to_extend`)
+H = 10
+
+
+def to_extend(b, n, cap: int, share: float = 0.8, h: int | None = H) -> np.ndarray:
+    """Indices of the sub-clusters to give more controls: those below ``cap`` with fewer than ``h``
+    exceedances (Besag & Clifford's sequential rule: stop at ``h``; None: no such stop) that carry the
+    largest posterior variances of ``log p``, together at least ``share`` of the extendable total.
+
+    Stopping a sub-cluster at ``h`` exceedances never makes a verdict wrong: its posterior (the
+    same whatever the stopping rule) stays in every later interval, which is only wider for it."""
     var = log_p_variance(b, n)
     n = np.asarray(n)
-    open_ = np.flatnonzero(n < cap)
+    keep = n < cap
+    if h is not None:
+        keep &= np.asarray(b) < h
+    open_ = np.flatnonzero(keep)
     if open_.size == 0:
         return open_
     order = open_[np.argsort(-var[open_], kind="stable")]
@@ -241,7 +253,7 @@ AIM = 0.25
 
 
 def decide(counts, extend, *, ensemble: int, measures, alpha: float, cap: int, risk: float = RISK,
-           ensemble_risk: float = ENSEMBLE_RISK, key=(), aim: float = AIM) -> dict:
+           ensemble_risk: float = ENSEMBLE_RISK, key=(), aim: float = AIM, h: int | None = H) -> dict:
     """Add controls where a measure's verdict is within Monte Carlo error, until every verdict is
     settled or can no longer change; return ``{measure: (EnsembleP, [MonteCarloP per partition])}``.
 
@@ -250,7 +262,8 @@ def decide(counts, extend, *, ensemble: int, measures, alpha: float, cap: int, r
 
     ``counts(r, measure)`` gives partition ``r``'s ``(b, n, ids)`` (exceedances, controls, one id per
     sub-cluster) or None when nothing is testable there; ``extend({(r, id): new_n})`` computes the
-    requested controls (all measures read the same controls). ``key`` seeds the posterior draws.
+    requested controls (all measures read the same controls). ``key`` seeds the posterior draws;
+    ``h``: a sub-cluster with ``h`` exceedances is not extended (:func:`to_extend`).
     """
     from modtest._random import keyed_rng
 
@@ -300,7 +313,7 @@ def decide(counts, extend, *, ensemble: int, measures, alpha: float, cap: int, r
                 if rows[r] is None or m.decision(target) != UNDECIDED:
                     continue
                 b, n, ids = rows[r]
-                for i in to_extend(b, n, cap):
+                for i in to_extend(b, n, cap, h=h):
                     wants[(r, ids[i])] = max(wants.get((r, ids[i]), 0), min(2 * int(n[i]), cap))
                     asked += 1
             if not asked:

@@ -64,6 +64,52 @@ def test_extend_picks_the_widest_and_respects_the_cap():
     assert robust.to_extend(b, np.full(4, 320), cap=320).size == 0
 
 
+def test_besag_clifford_a_sub_cluster_with_h_exceedances_is_not_extended():
+    b = np.array([0, 9, 10, 30, 2])
+    n = np.array([20, 20, 20, 40, 20])
+    for h in (10, 3):
+        idx = robust.to_extend(b, n, cap=320, share=1.0, h=h)
+        assert idx.size and all(b[i] < h for i in idx)
+        assert set(np.flatnonzero(b < h)) == set(idx)  # share=1: every open one below h
+    assert set(robust.to_extend(b, n, cap=320, share=1.0, h=None)) == {0, 1, 2, 3, 4}
+    assert robust.to_extend(np.array([10, 12]), np.array([20, 20]), cap=320).size == 0
+
+
+def test_decide_never_extends_past_h_exceedances():
+    """The sequential loop on border cases: every sub-cluster it extended had fewer than H
+    exceedances when asked; with h=None it spends at least as many controls."""
+    rng = np.random.default_rng(11)
+    for s in range(5):
+        p = rng.uniform(0.05, 0.4, size=(10, 12))
+        src = _Source(p, s)
+        asked = []
+        ext = src.extend
+
+        def extend(wants, src=src, ext=ext, asked=asked):
+            for (r, i) in wants:
+                asked.append(int(src.draws(r, i, src.n[r, i]).sum()))
+            ext(wants)
+
+        robust.decide(src.counts, extend, ensemble=10, measures=("m",), alpha=ALPHA, cap=640, key=(s,))
+        assert all(b < robust.H for b in asked)
+        plain = _Source(p, s)
+        robust.decide(plain.counts, plain.extend, ensemble=10, measures=("m",), alpha=ALPHA, cap=640, key=(s,),
+                      h=None)
+        assert plain.n.sum() >= src.n.sum()
+
+
+def test_no_extension_where_partitions_disagree_beyond_monte_carlo_error():
+    """Partitions clearly on both sides of the threshold: no quorum can be reached whatever the
+    undecided partitions turn out to be, so no control is added (the verdict is inconclusive)."""
+    for s in range(5):
+        split = np.where(np.arange(10)[:, None] < 5, 1e-4, 0.5) * np.ones((10, 12))
+        ens, src = _run(split, s)
+        assert ens.verdict == "inconclusive" and src.requests == 0
+        mixed = np.concatenate([np.full((4, 12), 1e-4), np.full((4, 12), 0.6), np.full((2, 12), 0.2)])
+        ens, src = _run(mixed, 10 + s)
+        assert ens.verdict == "inconclusive" and src.requests == 0 and (src.n == 20).all()
+
+
 # --------------------------------------------------------------------------- the merging rule
 
 def test_quorum():

@@ -1,11 +1,17 @@
 """The robust lesion study: importance and output coherence judged over an ensemble of partitions,
-with random controls added where a decision is within Monte Carlo error (see :mod:`modtest.robust`).
+with random controls added in rounds where a decision is within Monte Carlo error (see :mod:`modtest.robust`).
 
-The work units are the lesion probe's (one sub-cluster of one partition with a range of its
-controls), run in rounds on any executor: round 0 gives every sub-cluster of every partition
-``n_random`` controls; each later round doubles the controls of the sub-clusters that carry the
-Monte Carlo width of an undecided partition, up to ``max_random``, until every measure's verdict is
-settled or can no longer change.
+Round 0 gives every sub-cluster of every partition ``n_random`` controls; each later round doubles
+the controls of the sub-clusters that carry the Monte Carlo width of an undecided partition, up to
+``max_random``, until every measure's verdict is settled or can no longer change.
+
+The controls are shared across the ensemble, not across sub-clusters: a control's lesion depends
+only on its layer and unit set, so the ``o``-th sub-cluster of a given layer and size in each
+partition reads one control stream keyed by (layer, size, o). Within a partition the sub-clusters'
+controls stay independent (the Fisher and chi-squared combinations assume it); partitions share
+them (the quantile merge across partitions is valid under any dependence). Every distinct lesion
+(true set or control) is computed once per study, in work units of at most :data:`CHUNK` lesions
+of one layer that run on any executor.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from modtest import robust
 from modtest._random import keyed_rng
 from modtest._validation import check_alpha, check_int, check_seed
 from modtest.errors import NoTestableSubclusters
-from modtest.probes.base import ProbeContext
+from modtest.probes.base import ProbeContext, Unit
 from modtest.probes.lesion import LesionProbe, coherence, lesion_context, lesion_result
 from modtest.results import ProbeResult
 from modtest.stats import empirical_p
@@ -33,23 +39,132 @@ def partition_seeds(seed: int, ensemble: int) -> list[int]:
                           for r in range(1, ensemble)]
 
 
+#: at most this many lesions in one work unit (units are what executors spread over workers)
+CHUNK = 32
+
+
+class LesionSetsProbe(LesionProbe):
+    """Units: given unit sets of one layer, each lesioned once (the robust protocol's shared lesions).
+
+    ``requests``: ``[(layer, [unit set, ...]), ...]``. A unit's value is the lesion probe's (scores
+    and class recalls of its sets, in order), a pure function of the layer and the sets, so it does
+    not matter which executor computed it, nor in which unit a set came.
+    """
+
+    def __init__(self, requests: list | None = None):
+        super().__init__(None)
+        self.sets_requests = list(requests or [])
+
+    def units(self, ctx):
+        out = []
+        for layer, sets in self.sets_requests:
+            sets = [[int(u) for u in st] for st in sets]
+            out.append(Unit(("lesion-sets", layer, sets), {"layer": layer, "sets": sets}, work=len(sets)))
+        return out
+
+    def _sets(self, ctx, item) -> list:
+        return [np.asarray(st, dtype=np.int64) for st in item["sets"]]
+
+    def combine(self, ctx, values):  # the robust study reads the values itself
+        raise NotImplementedError("LesionSetsProbe values are read by robust_lesion_study")
+
+
+def control_streams(tags) -> dict:
+    """The control stream of every tagged sub-cluster: ``(layer, layer_size, size, occurrence)``, the
+    occurrence counting the partition's earlier sub-clusters of the same layer and size.
+
+    Two sub-clusters of one partition never share a stream (their controls stay independent, as the
+    Fisher and chi-squared combinations within a partition assume); the ``o``-th sub-cluster of a
+    given layer and size shares its stream with the ``o``-th of every other partition (the quantile
+    merge across partitions is valid under any dependence)."""
+    out = {}
+    for tagged in tags:
+        seen: dict = {}
+        for tag, sub in tagged:
+            o = seen.get((sub.layer, sub.size), 0)
+            seen[(sub.layer, sub.size)] = o + 1
+            out[tag] = (sub.layer, int(sub.layer_size), int(sub.size), o)
+    return out
+
+
+class SharedControls:
+    """The controls of each stream, drawn once: control ``j`` of stream ``(layer, layer_size, size, o)``
+    depends only on the key, the stream and ``j`` (counter-based), so more controls later extend it."""
+
+    def __init__(self, ckey, seed: int):
+        self.ckey, self.seed = ckey, int(seed)
+        self.drawn: dict = {}
+
+    def sets(self, stream, hi: int) -> np.ndarray:
+        """Controls ``0 .. hi - 1`` of ``stream``, shape (hi, size)."""
+        from modtest._random import random_unit_sets
+
+        layer, layer_size, size, o = stream
+        have = self.drawn.get(stream)
+        if have is None:
+            have = np.zeros((0, size), dtype=np.int64)
+        if len(have) < hi:
+            more = random_unit_sets(layer_size, size, hi - len(have), self.ckey, "lesion-shared", layer, size, o,
+                                    self.seed, start=len(have))
+            have = np.concatenate([have, more])
+            self.drawn[stream] = have
+        return have[:hi]
+
+
+class SharedLesions:
+    """Every distinct lesion of a study, ``(layer, unit set) -> (score, class recalls)``, computed once
+    on ``run`` (an executor), whichever sub-clusters of whichever partitions ask for it."""
+
+    def __init__(self, ctx, run, progress=None, chunk: int = CHUNK):
+        self.ctx, self.run, self.progress, self.chunk = ctx, run, progress, int(chunk)
+        self.values: dict = {}
+
+    def ensure(self, wanted) -> int:
+        """Compute the lesions of ``wanted`` (``(layer, tuple of units)``, in a fixed order) not known
+        yet; returns how many were computed."""
+        by_layer: dict = {}
+        for layer, units in wanted:
+            key = (layer, units)
+            if key not in self.values and units not in by_layer.setdefault(layer, {}):
+                by_layer[layer][units] = None
+        requests = []
+        for layer, sets in by_layer.items():
+            sets = list(sets)
+            requests += [(layer, sets[i:i + self.chunk]) for i in range(0, len(sets), self.chunk)]
+        if not requests:
+            return 0
+        probe = LesionSetsProbe(requests)
+        values = self.run.map(probe, self.ctx, probe.units(self.ctx), self.progress)
+        n = 0
+        for (layer, sets), v in zip(requests, values):
+            rec = np.asarray(v["recall"], dtype=float).reshape(len(v["score"]), -1)
+            for units, sc, rc in zip(sets, v["score"], rec):
+                self.values[(layer, units)] = (float(sc), rc)
+                n += 1
+        return n
+
+    def __getitem__(self, key):
+        return self.values[key]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
 class _Tally:
-    """Per tagged sub-cluster: its scores and class recalls so far (true set first)."""
+    """Per tagged sub-cluster: its scores, class recalls and control sets so far (true set first)."""
 
     def __init__(self):
         self.scores: dict[str, list] = {}
         self.recalls: dict[str, list] = {}
-        self.items: dict[str, list] = {}
+        self.controls: dict[str, list] = {}
 
-    def add(self, units, values) -> None:
-        for u, v in sorted(zip(units, values), key=lambda t: (t[0].item["tag"], t[0].item["lo"])):
-            tag = u.item["tag"]
-            self.scores.setdefault(tag, []).extend(v["score"])
-            self.recalls.setdefault(tag, []).extend(np.asarray(v["recall"], dtype=float).reshape(len(v["score"]), -1))
-            self.items.setdefault(tag, []).append(u.item)
+    def add(self, tag: str, values, controls) -> None:
+        self.scores.setdefault(tag, []).extend(v[0] for v in values)
+        self.recalls.setdefault(tag, []).extend(v[1] for v in values)
+        self.controls.setdefault(tag, []).extend(controls)
 
     def n(self, tag: str) -> int:
-        return len(self.scores[tag]) - 1
+        return len(self.scores[tag]) - 1 if tag in self.scores else -1
 
 
 def _exceedances(tally: _Tally, tag: str, base_score: float, base_recall: np.ndarray, ties: str):
@@ -71,8 +186,14 @@ def _exceedances(tally: _Tally, tag: str, base_score: float, base_recall: np.nda
 def robust_lesion_study(model, x, y, *, k: int = 12, seed: int = 0, alpha: float = 0.05, ensemble: int = 10,
                         n_random: int = 20, max_random: int = 320, risk: float = robust.RISK,
                         ensemble_risk: float = robust.ENSEMBLE_RISK, partitions=None, executor=None,
-                        progress=None, **lesion_kw) -> ProbeResult:
+                        progress=None, h: int | None = robust.H, **lesion_kw) -> ProbeResult:
     """Importance and output coherence of ``model`` over ``ensemble`` partitions at ``k``.
+
+    The controls are shared across the ensemble: the ``o``-th sub-cluster of a given layer and size
+    in each partition reads the same control stream (:func:`control_streams`), so two sub-clusters
+    of one partition never share a control while partitions do; every distinct lesion (a true set or
+    a control: a layer and a unit set) is computed once per study (:class:`SharedLesions`), in the
+    first round and in every extension round.
 
     Parameters
     ----------
@@ -84,18 +205,21 @@ def robust_lesion_study(model, x, y, *, k: int = 12, seed: int = 0, alpha: float
     risk, ensemble_risk : see :mod:`modtest.robust`
     partitions : callable (model, k, seed) -> Partition (the session's, memoized), or None
     executor : where the work units run (None: here; a workshare folder; a Dask executor)
+    h : a sub-cluster whose controls hold ``h`` exceedances (of the measure being sharpened) gets no
+        more (Besag & Clifford 1991); None: extend by posterior variance alone
     **lesion_kw : min_size, max_fraction, metric, ties, keep_bias, engine, batch_size, ...
 
     Returns
     -------
     ProbeResult (probe="lesion"): ``rows`` of the first partition (the user's seed), ``network`` with
-    per measure the merged p, its interval, the verdict and one entry per partition.
+    per measure the merged p, its interval, the verdict and one entry per partition; ``extras["cost"]``
+    the lesioned networks computed (distinct lesions) and referenced (summed over partitions).
     """
     from modtest.cluster import cluster
     from modtest.executors import as_executor
     from modtest.frameworks import adapt
+    from modtest.probes.lesion import lesion_cost
 
-    t0 = time.perf_counter()
     seed = check_seed(seed)
     alpha = check_alpha(alpha)
     ensemble = check_int("ensemble", ensemble, minimum=1)
@@ -105,10 +229,13 @@ def robust_lesion_study(model, x, y, *, k: int = 12, seed: int = 0, alpha: float
         from modtest.errors import InvalidInput
 
         raise InvalidInput(f"max_random ({max_random}) must be >= n_random ({n_random})")
+    if h is not None:
+        h = check_int("h", h, minimum=1)
     quorum = robust.ensemble_quorum(ensemble, ensemble_risk)
     adapter = adapt(model)
     seeds = partition_seeds(seed, ensemble)
     parts = [(partitions or (lambda m, kk, s: cluster(m, k=kk, seed=s)))(adapter, k, s) for s in seeds]
+    t0 = time.perf_counter()  # the clustering is the partitions' own time (Partition.seconds)
     ctxs, why = [], None
     for part in parts:
         try:
@@ -129,17 +256,30 @@ def robust_lesion_study(model, x, y, *, k: int = 12, seed: int = 0, alpha: float
     from modtest.progress import task
 
     tally = _Tally()
-    run = as_executor(executor)
-    n_first = sum(len(t) for t in tags) * (n_random + 1)
-    bar = task("lesion (ensemble)", n_first, progress)
+    streams = control_streams(tags)
+    controls = SharedControls(ckey, seed)
     by_tag = {tag: (r, sub) for r in range(ensemble) for tag, sub in tags[r]}
     rounds = 0
+    bar = task("lesion (ensemble)", 0, progress)
+    lesions = SharedLesions(ctx, as_executor(executor), bar.update)
 
     def compute(requests):
+        """Give each ``(tag, hi)`` its true set (first time) and controls up to ``hi``."""
         nonlocal rounds
-        probe.requests = requests
-        units = probe.units(ctx)
-        tally.add(units, run.map(probe, ctx, units, bar.update))
+        plan, wanted = [], []
+        for tag, hi in requests:
+            _r, sub = by_tag[tag]
+            have = tally.n(tag)  # controls 0 .. have - 1 are in (-1: not even the true set)
+            sets = [tuple(int(u) for u in st) for st in controls.sets(streams[tag], hi)[max(have, 0):hi]]
+            if have < 0:
+                sets.insert(0, tuple(sorted(int(u) for u in sub.units)))
+            plan.append((tag, sub.layer, sets, have < 0))
+            wanted += [(sub.layer, st) for st in sets]
+        new = dict.fromkeys(w for w in wanted if w not in lesions.values)
+        bar.add_total(len(new))
+        lesions.ensure(list(new))
+        for tag, layer, sets, with_true in plan:
+            tally.add(tag, [lesions[(layer, st)] for st in sets], sets[1:] if with_true else sets)
         rounds += 1
 
     def counts(r, measure):
@@ -154,13 +294,12 @@ def robust_lesion_study(model, x, y, *, k: int = 12, seed: int = 0, alpha: float
         return (b, n, ids) if b else None
 
     def extend(wants):
-        bar.add_total(sum(hi - tally.n(tag) for (_r, tag), hi in wants.items()))
-        compute([(tag, by_tag[tag][1], tally.n(tag), hi, ("ensemble", seeds[r])) for (r, tag), hi in wants.items()])
+        compute([(tag, hi) for (_r, tag), hi in wants.items()])
 
     with bar:
-        compute([(tag, sub, 0, n_random, ("ensemble", seeds[r])) for r in range(ensemble) for tag, sub in tags[r]])
+        compute([(tag, n_random) for r in range(ensemble) for tag, _sub in tags[r]])
         decided = robust.decide(counts, extend, ensemble=ensemble, measures=MEASURES, alpha=alpha, cap=max_random,
-                                risk=risk, ensemble_risk=ensemble_risk, key=(ckey, seed))
+                                risk=risk, ensemble_risk=ensemble_risk, key=(ckey, seed), h=h)
     network = {}
     threshold = alpha * quorum / ensemble
     for measure in MEASURES:
@@ -184,14 +323,17 @@ def robust_lesion_study(model, x, y, *, k: int = 12, seed: int = 0, alpha: float
     result.network["n_subclusters"] = n_sub
     result.network["n_filtered"] = n_sub - len(tags[0])
     result.settings.update({"protocol": "robust", "alpha": alpha, "ensemble": ensemble, "max_random": max_random,
-                            "risk": risk, "ensemble_risk": ensemble_risk, "partition_seeds": seeds})
+                            "risk": risk, "ensemble_risk": ensemble_risk, "partition_seeds": seeds, "h": h})
     summaries = [dict(seed=seeds[r], ncut=float(parts[r].ncut),
                       **_partition_summary(tally, tags[r], base_score, ties)) for r in range(ensemble)]
     for measure in MEASURES:
         for entry, summ in zip(result.network[measure]["partitions"], summaries):
             entry["important"] = summ["taxonomy"]["important"]
-    result.extras.update({"partitions": summaries, "rounds": rounds,
-                          "n_lesions": int(sum(len(v) for v in tally.scores.values())),
+    referenced = int(sum(len(v) for v in tally.scores.values()))
+    result.extras.update({"partitions": summaries, "rounds": rounds, "n_lesions": len(lesions),
+                          "cost": lesion_cost(len(lesions), len(ctx.x), lesions_referenced=referenced,
+                                              control_streams=len(set(streams.values())),
+                                              subclusters=len(streams), rounds=rounds),
                           "seconds": time.perf_counter() - t0})
     return result
 
@@ -248,9 +390,9 @@ def _first_partition_result(ctxs, tally, probe, base) -> ProbeResult:
     per_sub = {}
     for sub in ctx.subclusters:
         tag = f"{r}/{sub.name}"
-        items = sorted(tally.items[tag], key=lambda it: it["lo"])
         per_sub[sub.name] = (np.asarray(tally.scores[tag], dtype=float),
-                             np.asarray(tally.recalls[tag], dtype=float), items)
+                             np.asarray(tally.recalls[tag], dtype=float), [],
+                             np.asarray(tally.controls[tag], dtype=np.int64).reshape(-1, sub.size))
     ctx._resources["lesion-base"] = base
     return lesion_result(ctx, probe, per_sub)
 
@@ -355,7 +497,8 @@ def robust_visualization_study(model, *, k: int = 12, seed: int = 0, alpha: floa
 
     render([(tag, 0, n_random) for r in range(ensemble) for tag, _s in tags[r]])
     decided = robust.decide(counts, extend, ensemble=ensemble, measures=tuple(VIS_MEASURES), alpha=alpha,
-                            cap=max_random, risk=risk, ensemble_risk=ensemble_risk, key=(mh, seed, "visualization"))
+                            cap=max_random, risk=risk, ensemble_risk=ensemble_risk, key=(mh, seed, "visualization"),
+                            h=None)  # its extension rule as before (issue 26 measured the lesion study only)
     threshold = alpha * quorum / ensemble
     network = {}
     for measure, (ens, mcs) in decided.items():

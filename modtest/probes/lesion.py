@@ -207,15 +207,19 @@ def collect_controls(units, values) -> dict:
 
 def lesion_result(ctx, probe: LesionProbe, per_sub: dict) -> ProbeResult:
     """Rows, network statistics (when every sub-cluster has the same number of controls: the paper's
-    protocol), settings and extras of a lesion study."""
+    protocol), settings and extras of a lesion study. ``per_sub[name]``: (scores, recalls, control
+    ranges) as :func:`collect_controls` gives, or with a fourth entry, the control unit sets."""
     from modtest import stats
 
     s = ctx.settings
     base_score, base_recall = probe.base(ctx)
     rows, true_d, rand_d, true_c, rand_c = [], [], [], [], []
     for sub in ctx.subclusters:
-        sc, rec, items = per_sub[sub.name]
-        rand = np.concatenate([control_sets(ctx, it) for it in items]) if items else np.zeros((0, sub.size))
+        sc, rec, items = per_sub[sub.name][:3]
+        if len(per_sub[sub.name]) > 3:  # the controls given (the robust protocol's shared ones)
+            rand = np.asarray(per_sub[sub.name][3], dtype=np.int64).reshape(-1, sub.size)
+        else:
+            rand = np.concatenate([control_sets(ctx, it) for it in items]) if items else np.zeros((0, sub.size))
         drops = base_score - sc
         class_drops = base_recall[None, :] - rec
         coh = coherence(class_drops)
@@ -414,5 +418,13 @@ def lesion_study(model, partition, x, y, *, n_random: int = 20, seed: int = 0, m
     probe.base(ctx)
     with task("lesion", len(ctx.subclusters) * (ctx.settings["n_random"] + 1), progress) as bar:
         result = run_probe(probe, ctx, workshare if workshare is not None else executor, bar.update)
+    n = sum(1 + len(r["random_drops"]) for r in result.rows)  # the true set and its controls, each row
+    result.extras["cost"] = lesion_cost(n, len(ctx.x))
     result.extras["seconds"] = time.perf_counter() - t0
     return result
+
+
+def lesion_cost(n_networks: int, n_examples: int, **more) -> dict:
+    """The ``extras["cost"]`` of a lesion study: lesioned networks evaluated and lesioned examples
+    (each lesioned network is evaluated on every example)."""
+    return {"lesioned_networks": int(n_networks), "lesioned_examples": int(n_networks) * int(n_examples), **more}

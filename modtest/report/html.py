@@ -234,11 +234,26 @@ def render_html(report: Report, comparison=None) -> str:
                                   "verdict"), rows)
                           if rows else '<p class="muted">no probes</p>'))
 
+    from modtest.report.build import claim_costs
+
+    costs = claim_costs(report)
+    if report.cost or any(c[3] is not None for c in costs):  # reports before the counters: no section
+        fmt = lambda v: "-" if v is None else f"{int(v):,}"  # noqa: E731
+        tot = report.cost or {}
+        body = _table(("claim", "protocol", "probe", "lesioned networks", "lesioned examples", "probe run"),
+                      [(m, pr, pb, fmt(n), fmt(e), how) for m, pr, pb, n, e, how in costs])
+        if tot:
+            body += (f'<p class="muted">the audit evaluated {fmt(tot.get("lesioned_networks"))} lesioned networks '
+                     f'({fmt(tot.get("lesioned_examples"))} lesioned examples) and rendered '
+                     f'{fmt(tot.get("images"))} images, each probe run counted once</p>')
+        parts.append(_section("cost", "Cost", body))
+
     vers = report.versions or {}
     timings = report.timings or {}
     body = _table(("library", "version"), [(k, v) for k, v in vers.items() if v is not None])
     trows = [("total", _p(timings.get("total_seconds")))] + [
-        (k, _p(v)) for k, v in (timings.get("probes") or {}).items()]
+        (k, _p(v)) for k, v in (timings.get("probes") or {}).items()] + [
+        (f"phase: {k}", _p(v)) for k, v in (timings.get("phases") or {}).items()]
     body += _table(("timing", "seconds"), trows)
     parts.append(_section("details", "Versions and timings", body))
 

@@ -19,7 +19,12 @@ One audit (a pytest session with ``--modtest-json``, or ``modtest audit --json``
 ``n_claims``, ``n_failed``, ``n_inconclusive``
 ``double_lesion``   :func:`modtest.double_lesion_study` output (pairs, matrix) or None
 ``visualizations``  ``[{"title", "png"}]`` (base64 PNG grids) - may be empty
-``timings``         ``{"total_seconds", "probes": {probe: seconds}}``
+``timings``         ``{"total_seconds", "probes": {probe: seconds}, "phases": {"clustering", "lesions",
+                    "visualization", "other"}}`` (seconds of this audit's own work: a probe read from the
+                    cache costs nothing here)
+``cost``            ``{"lesioned_networks", "lesioned_examples", "images", "probes": [...]}``: what the
+                    audit evaluated (each probe run counted once, however many claims read it); each
+                    claim's ``cost`` says what its probe evaluated and whether it was computed for it
 
 Other top-level keys (``modtest audit --json`` keeps ``ncut``, ``subclusters``, ``importance``,
 ``output_coherence`` for older readers) are kept in :attr:`Report.extra` and written back.
@@ -98,7 +103,8 @@ def partition_summary(partition, model_hash: str | None = None) -> dict:
         layers.append({"name": name, "units": int(size), "role": role, "cluster_sizes": sizes})
     return {"model_hash": model_hash, "k": int(partition.k), "seed": int(partition.seed),
             "ncut": float(partition.ncut), "n_nodes": int(partition.n_nodes),
-            "n_isolated": int((np.asarray(partition.labels) < 0).sum()), "layers": layers}
+            "n_isolated": int((np.asarray(partition.labels) < 0).sum()), "layers": layers,
+            "seconds": None if getattr(partition, "seconds", None) is None else float(partition.seconds)}
 
 
 def probe_entry(result, *, k=None, seed=None, model_hash=None, data_hash=None, settings=None,
@@ -122,6 +128,33 @@ def probe_entry(result, *, k=None, seed=None, model_hash=None, data_hash=None, s
         "network": d.get("network", {}), "rows": rows, "extras": extras,
         "seconds": seconds, "source": source,
     })
+
+
+def probe_cost(result) -> dict:
+    """What one probe run evaluated: ``{"lesioned_networks", "lesioned_examples"}`` for a lesion
+    probe, ``{"images"}`` for a visualization probe, ``{}`` otherwise. Read from ``extras["cost"]``
+    (written by the probes); a lesion result written before the counters is counted from its rows
+    (true set plus controls each: exact for the paper's protocol)."""
+    try:
+        return _probe_cost(result)
+    except Exception:  # noqa: BLE001 - a cost summary must never break an assertion or a report
+        return {}
+
+
+def _probe_cost(result) -> dict:
+    d = result.to_dict() if hasattr(result, "to_dict") else dict(result)
+    extras = d.get("extras") or {}
+    if isinstance(extras.get("cost"), dict):
+        return dict(extras["cost"])
+    if d.get("probe") == "lesion":
+        n = extras.get("n_lesions")
+        if n is None:
+            n = sum(1 + len(r.get("random_drops") or []) for r in d.get("rows") or [])
+        n_ex = (d.get("settings") or {}).get("n_examples")
+        return {"lesioned_networks": int(n), "lesioned_examples": None if n_ex is None else int(n) * int(n_ex)}
+    if d.get("probe") == "visualization" and "n_images" in extras:
+        return {"images": int(extras["n_images"])}
+    return {}
 
 
 def claim_entry(claim) -> dict:
@@ -156,6 +189,7 @@ class Report:
     double_lesion: dict | None = None
     visualizations: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    cost: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ building
@@ -221,7 +255,7 @@ class Report:
                               f"(reads versions {', '.join(map(str, READABLE_VERSIONS))}); re-run the audit")
         names = {f.name for f in fields(cls)} - {"extra"}
         kw = {key: d[key] for key in names if key in d}
-        for key, typ in (("model", dict), ("data", dict), ("versions", dict), ("timings", dict),
+        for key, typ in (("model", dict), ("data", dict), ("versions", dict), ("timings", dict), ("cost", dict),
                          ("partitions", list), ("probes", list), ("claims", list),
                          ("visualizations", list)):
             if key in kw and not isinstance(kw[key], typ):

@@ -21,7 +21,7 @@ import numpy as np
 
 from modtest import robust
 from modtest._random import keyed_rng
-from modtest._validation import check_alpha, check_int, check_seed
+from modtest._validation import check_alpha, check_data, check_int, check_seed
 from modtest.errors import NoTestableSubclusters
 from modtest.probes.base import ProbeContext, Unit
 from modtest.probes.lesion import LesionProbe, coherence, lesion_context, lesion_result
@@ -233,13 +233,15 @@ def robust_lesion_study(model, x, y, *, k: int = 12, seed: int = 0, alpha: float
         h = check_int("h", h, minimum=1)
     quorum = robust.ensemble_quorum(ensemble, ensemble_risk)
     adapter = adapt(model)
+    x, y = check_data(adapter, x, y)  # once for the ensemble, not once per partition
     seeds = partition_seeds(seed, ensemble)
     parts = [(partitions or (lambda m, kk, s: cluster(m, k=kk, seed=s)))(adapter, k, s) for s in seeds]
     t0 = time.perf_counter()  # the clustering is the partitions' own time (Partition.seconds)
     ctxs, why = [], None
     for part in parts:
         try:
-            ctxs.append(lesion_context(adapter, part, x, y, n_random=n_random, seed=seed, **lesion_kw))
+            ctxs.append(lesion_context(adapter, part, x, y, n_random=n_random, seed=seed, data_checked=True,
+                                       **lesion_kw))
         except NoTestableSubclusters as exc:
             why = why or str(exc)
             ctxs.append(None)

@@ -324,8 +324,10 @@ def lesion_context(model, partition, x, y, *, n_random: int = 20, seed: int = 0,
                    max_fraction: float = 0.9, metric: str = "accuracy", ties: str = "inclusive",
                    keep_bias: bool = False, engine: str = "fast", batch_size: int = 1024,
                    max_elements: int | None = None, cache_bytes: int | None = None,
-                   control_key: str | None = None) -> ProbeContext:
-    """Check the arguments of :func:`lesion_study` and build its :class:`ProbeContext`."""
+                   control_key: str | None = None, data_checked: bool = False) -> ProbeContext:
+    """Check the arguments of :func:`lesion_study` and build its :class:`ProbeContext`.
+    ``data_checked``: ``x, y`` were already checked against ``model`` (an adapter), e.g. once for
+    the whole partition ensemble of the robust study; they are not checked again."""
     from modtest.frameworks import adapt
 
     n_random = check_int("n_random", n_random, minimum=1)
@@ -340,7 +342,8 @@ def lesion_context(model, partition, x, y, *, n_random: int = 20, seed: int = 0,
         if v is not None:
             check_int(name, v, minimum=1)
     adapter = adapt(model)
-    x, y = check_data(adapter, x, y)
+    if not data_checked:
+        x, y = check_data(adapter, x, y)
     subs = subclusters_of(partition)
     layers = adapter.unit_layers()
     testable = [s for s in subs if s.layer in layers and within_size_limits(s, min_size, max_fraction)]

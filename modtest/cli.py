@@ -36,7 +36,7 @@ def _settings(args, dests) -> Settings:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", nargs="?", help="model file (.keras or .h5); default: the shipped digits MLP")
+    p.add_argument("model", nargs="?", help="model file (.keras or .h5; .pt2 from torch.export) or a Hugging Face model folder (config.json + *.safetensors); default: the shipped digits MLP")
     for dest in ("modtest_k", "modtest_seed", "modtest_json", "modtest_trust_model"):
         _add(p, dest)
 
@@ -85,11 +85,12 @@ def cmd_cluster(args) -> int:
     print(f"{name}: {g.n_nodes} nodes ({g.kind}), k={part.k}, seed={part.seed}, n-cut={part.ncut:.4f}")
     print("  per layer: units in each cluster (cluster:units); 'isolated' units have no edges "
           "(dead or pruned) and belong to no cluster")
+    w = max([16] + [len(str(n)) for n in g.layer_names])  # a long layer name widens the column
     for layer, size, role in zip(g.layer_names, g.layer_sizes, g.roles):
         lab = part.layer_labels(layer)
         counts = {int(c): int((lab == c).sum()) for c in sorted(set(lab.tolist()))}
         text = "  ".join(f"{'isolated' if c < 0 else c}:{n}" for c, n in counts.items())
-        print(f"  {layer:<16} {role:<6} {size:>5} units   {text}")
+        print(f"  {layer:<{w}} {role:<6} {size:>5} units   {text}")
     if s["modtest_json"]:
         d = part.to_dict()
         out = {"k": d["k"], "ncut": d["ncut"], "n_nodes": d["n_nodes"],
@@ -271,10 +272,11 @@ def _print_audit(report, part, res, name) -> None:
 def _print_lesion(report, part, res, name) -> None:
     print(f"{name}: k={part.k}, seed={part.seed}, n-cut={part.ncut:.4f}, "
           f"base accuracy={res.extras['base_accuracy']:.4f}, protocol={report.protocol}")
-    print(f"  {'layer':<16} {'cluster':>7} {'size':>5} {'fraction':>8} {'drop':>8} "
+    w = max([16] + [len(str(r["layer"])) for r in res.rows])  # a long layer name widens the column
+    print(f"  {'layer':<{w}} {'cluster':>7} {'size':>5} {'fraction':>8} {'drop':>8} "
           f"{'p_importance':>12} {'p_coherence':>11} {'controls':>8}  category")
     for r in res.rows:
-        print(f"  {r['layer']:<16} {r['cluster']:>7} {r['size']:>5} {r['fraction']:>8.3f} "
+        print(f"  {r['layer']:<{w}} {r['cluster']:>7} {r['size']:>5} {r['fraction']:>8.3f} "
               f"{r['drop']:>8.4f} {_fmt_p(r['p_importance']):>12} {_fmt_p(r['p_coherence']):>11} "
               f"{len(r['random_drops']):>8}  {r['category']}")
     for measure in ("importance", "output_coherence"):
@@ -379,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "file pytest reads: pytest.ini, pyproject.toml [tool.pytest.ini_options], tox.ini "
                                    "or setup.cfg; a new pytest.ini when there is none. Nothing is overwritten "
                                    "without --force.")
-    p.add_argument("model", help="model file (.keras or .h5)")
+    p.add_argument("model", help="model file (.keras or .h5; .pt2 from torch.export) or a Hugging Face model folder (config.json + *.safetensors)")
     p.add_argument("--data", metavar="PATH",
                    help="evaluation data: .npz with x and y, or a folder of class subfolders of images "
                         "(default: the shipped digits data, when it fits the model)")

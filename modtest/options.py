@@ -78,7 +78,8 @@ def _choice(choices):
 
 
 OPTIONS = (
-    Option("model", "--model", "path", None, "model under test (.keras/.h5); default: the shipped example MLP"),
+    Option("model", "--model", "path", None, "model under test (.keras/.h5, .pt2 from torch.export, or a Hugging "
+           "Face model folder); default: the shipped example MLP"),
     Option("data", "--data", "path", None,
            "evaluation data: an .npz with arrays x and y, or a folder of class subfolders of images (resized "
            "to the model's input; labels: the subfolders in sorted order); default: the shipped digits data, "

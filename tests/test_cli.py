@@ -76,6 +76,25 @@ def test_audit_help_documents_the_exit_status(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "exit status: 0 when every claim holds, 1 when a claim fails after correction" in out
     assert "--no-fail" in out and "--inconclusive" in out
+    assert ".pt2 from torch.export" in out and "Hugging Face model folder" in out  # every kind it reads
+
+
+def test_long_layer_names_widen_the_table_instead_of_breaking_it(capsys):
+    from types import SimpleNamespace
+
+    from modtest.cli import _print_lesion
+
+    name = "block_12/attention/output_projection_dense"
+    rows = [{"layer": layer, "cluster": 0, "size": 5, "fraction": 0.1, "drop": 0.01, "p_importance": 0.5,
+             "p_coherence": 0.5, "random_drops": [0.0] * 20, "category": "other"} for layer in (name, "d1")]
+    net = {"fisher_p": 0.5, "chi2_p": 0.5, "n": 2}
+    res = SimpleNamespace(rows=rows, extras={"base_accuracy": 0.9}, network={
+        "importance": net, "output_coherence": net, "n_filtered": 0, "n_subclusters": 2})
+    _print_lesion(SimpleNamespace(protocol="paper"), SimpleNamespace(k=2, seed=0, ncut=1.0), res, "m.keras")
+    lines = capsys.readouterr().out.splitlines()
+    head, first, second = lines[1], lines[2], lines[3]
+    col = head.index("cluster")  # every row's cluster column starts under the header's
+    assert first.split()[0] == name and first[col:].split()[0] == "0" and second[col:].split()[0] == "0"
 
 
 def _cli(args, env=None, cwd=None, timeout=600):

@@ -301,3 +301,17 @@ def test_failure_hints_are_listed_under_the_claims():
     text = render_html(rep)
     assert "Why claims could not be shown:" in text and "at or near chance (0.100)" in text
     assert "Why claims could not be shown" not in render_html(synthetic_report())
+
+
+def test_title_k_and_timings_read_right():
+    """Titled with the file the user named (not the model's internal name), k from the claims (a
+    test may pass its own), durations in seconds and minutes, never 1.71e+03."""
+    rep = synthetic_report()
+    rep.k = 12  # the session's default; every claim ran at k=4
+    for c in rep.claims:
+        c["k"] = 4
+    rep.timings = {"total_seconds": 1712.0, "probes": {"lesion[k=4]": 0.42}}
+    text = render_html(rep)
+    assert "<title>modtest audit: m.keras</title>" in text and "synthetic</title>" not in text
+    assert "<td>k</td><td>4</td>" in text.replace(" ", "")
+    assert "1,712 s (28.5 min)" in text and "0.42 s" in text and "e+03" not in text

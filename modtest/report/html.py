@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+from pathlib import Path
 
 from modtest.report import figures
 from modtest.report.schema import Report
@@ -33,6 +34,21 @@ body{padding:0 12px}td{overflow-wrap:anywhere}
 
 def _e(v) -> str:
     return html.escape("" if v is None else str(v))
+
+
+def _seconds(v) -> str:
+    """A duration as people read it: ``0.42 s``, ``12.3 s``, ``1,710 s (28.5 min)``."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "-"
+    if math.isnan(f):
+        return "-"
+    if f < 10:
+        return f"{f:.2f} s"
+    if f < 600:
+        return f"{f:.1f} s"
+    return f"{f:,.0f} s ({f / 60:.1f} min)"
 
 
 def _p(v) -> str:
@@ -76,11 +92,18 @@ def _section(ident: str, title: str, body: str) -> str:
     return f'<section id="{ident}"><h2>{_e(title)}</h2>{body}</section>'
 
 
+def _claimed_k(report: Report):
+    """The k the claims ran at (a test may pass its own), else the audit's."""
+    ks = sorted({int(c["k"]) for c in report.claims if c.get("k") is not None})
+    return ", ".join(map(str, ks)) if ks else report.k
+
+
 def render_html(report: Report, comparison=None) -> str:
     """The report as one HTML document (a string; nothing is written)."""
     parts = []
     model = report.model or {}
-    title = f"modtest audit: {model.get('name') or model.get('path') or 'model'}"
+    path = model.get("path")  # the file the user named, not the model's internal name ("sequential")
+    title = f"modtest audit: {Path(str(path)).name if path else model.get('name') or 'model'}"
     ok = report.n_failed == 0 and (comparison is None or comparison.ok)
     verdict = "FAIL" if not ok else ("INCONCLUSIVE" if report.n_inconclusive else "PASS")
     lesion = report.lesion
@@ -93,7 +116,7 @@ def render_html(report: Report, comparison=None) -> str:
                + "</div>"]
     facts = [("model", model.get("path") or model.get("name")), ("model hash", model.get("hash")),
              ("data", (report.data or {}).get("path")), ("data hash", (report.data or {}).get("hash")),
-             ("examples", (report.data or {}).get("n_examples")), ("k", report.k), ("seed", report.seed),
+             ("examples", (report.data or {}).get("n_examples")), ("k", _claimed_k(report)), ("seed", report.seed),
              ("alpha", report.alpha), ("correction", report.correction), ("protocol", report.protocol),
              ("created", report.created),
              ("source", report.source)]
@@ -251,9 +274,9 @@ def render_html(report: Report, comparison=None) -> str:
     vers = report.versions or {}
     timings = report.timings or {}
     body = _table(("library", "version"), [(k, v) for k, v in vers.items() if v is not None])
-    trows = [("total", _p(timings.get("total_seconds")))] + [
-        (k, _p(v)) for k, v in (timings.get("probes") or {}).items()] + [
-        (f"phase: {k}", _p(v)) for k, v in (timings.get("phases") or {}).items()]
+    trows = [("total", _seconds(timings.get("total_seconds")))] + [
+        (k, _seconds(v)) for k, v in (timings.get("probes") or {}).items()] + [
+        (f"phase: {k}", _seconds(v)) for k, v in (timings.get("phases") or {}).items()]
     body += _table(("timing", "seconds"), trows)
     parts.append(_section("details", "Versions and timings", body))
 

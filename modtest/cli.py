@@ -17,6 +17,9 @@ from modtest.options import BY_DEST
 from modtest.settings import Settings
 
 EXIT_OK, EXIT_CLAIM_FAILED, EXIT_USAGE = 0, 1, 2
+#: what a MODEL argument may be (every kind an adapter reads)
+MODEL_HELP = ("model file (.keras or .h5; .pt2 from torch.export) or a Hugging Face model folder "
+              "(config.json + *.safetensors)")
 
 
 def _add(p: argparse.ArgumentParser, dest: str, **kw) -> None:
@@ -36,7 +39,7 @@ def _settings(args, dests) -> Settings:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", nargs="?", help="model file (.keras or .h5; .pt2 from torch.export) or a Hugging Face model folder (config.json + *.safetensors); default: the shipped digits MLP")
+    p.add_argument("model", nargs="?", help=MODEL_HELP + "; default: the shipped digits MLP")
     for dest in ("modtest_k", "modtest_seed", "modtest_json", "modtest_trust_model"):
         _add(p, dest)
 
@@ -381,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "file pytest reads: pytest.ini, pyproject.toml [tool.pytest.ini_options], tox.ini "
                                    "or setup.cfg; a new pytest.ini when there is none. Nothing is overwritten "
                                    "without --force.")
-    p.add_argument("model", help="model file (.keras or .h5; .pt2 from torch.export) or a Hugging Face model folder (config.json + *.safetensors)")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--data", metavar="PATH",
                    help="evaluation data: .npz with x and y, or a folder of class subfolders of images "
                         "(default: the shipped digits data, when it fits the model)")

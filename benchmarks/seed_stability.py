@@ -188,6 +188,9 @@ def _real_change(models, protocols, log):
 
     xtr, ytr, xte, yte = digits_split(0)
     pruned = models.get("shipped", (None,))[0]
+    if pruned is None:  # the real-change check needs the shipped model as its baseline
+        print("\nA real change: skipped (--models has no 'shipped', its baseline)")
+        return
     dropout = train_mlp(xtr, ytr, seed=0, epochs=20, prune_epochs=0, dropout=0.5)
     print("\nA real change (shipped pruned MLP as baseline, a dropout-trained MLP as the candidate), seed 0:")
     for protocol in protocols:

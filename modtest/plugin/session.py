@@ -17,15 +17,7 @@ import pytest
 from modtest.claims import ClaimCollector, failure_message
 from modtest.errors import InvalidInput, ModtestError
 from modtest.options import BY_DEST, COMPARE_HELP, OPTIONS  # noqa: F401 - COMPARE_HELP: its old home
-from modtest.probes import BUILTIN
 from modtest.settings import Settings, raw_option
-
-#: probes that --modtest-prefetch can compute cooperatively (split into work units): those declared
-#: with ``prefetch=True`` (:class:`modtest.probes.ProbeDeclaration`). Clusterability is not: its
-#: n_shuffles comes from each assertion, so a session-wide prefetch would compute another cache
-#: entry (idle xdist workers still join it, see ProbeStore.help)
-PREFETCHABLE = tuple(d.name for d in BUILTIN if d.prefetch)
-
 
 class SessionScope:
     """What one pytest session owns from before its conftest files are imported to its end: an
@@ -151,6 +143,9 @@ class ModtestSession:
         return tuple(specs)
 
     def _prefetch_probes(self, names) -> tuple:
+        """--modtest-prefetch: the probes of ``names`` that every process joins at session start, those
+        declared with ``prefetch=True`` (clusterability is not: its n_shuffles comes from each
+        assertion, so a session-wide prefetch would compute another cache entry)."""
         MEASURES = self.scope.registry.measures  # noqa: N806 - the session's registry
         out = []
         for name in names:

@@ -19,6 +19,7 @@ from modtest.errors import InvalidInput, ModtestError
 from modtest.options import BY_DEST, COMPARE_HELP, OPTIONS  # noqa: F401 - COMPARE_HELP: its old home
 from modtest.settings import Settings, raw_option
 
+
 class SessionScope:
     """What one pytest session owns from before its conftest files are imported to its end: an
     audit context with its own registry of measures (a copy of the one active when it opened) and

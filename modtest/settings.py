@@ -52,14 +52,16 @@ class Settings:
     @classmethod
     def from_values(cls, raw: Mapping[str, Any], *, options: Iterable[Option] = OPTIONS,
                     flag_of: Callable[[Option], str | None] = lambda o: o.flag,
-                    explicit: Iterable[str] = ()) -> Settings:
+                    explicit: Iterable[str] | None = None) -> Settings:
         """Parse and check ``raw`` (``dest -> raw value``, None: not given) for ``options``; a bad
-        value raises :class:`InvalidInput` (one line naming ``flag_of(option)``)."""
+        value raises :class:`InvalidInput` (one line naming ``flag_of(option)``). ``explicit``: the
+        options the user gave (default: those whose raw value is not None)."""
         options = tuple(options)
         flags = {o.dest: flag_of(o) or o.flag or o.dest for o in options}
         values = {o.dest: parse(o, raw.get(o.dest), flags[o.dest]) for o in options}
         rules = _check_together(values, flags)
-        return cls(values, frozenset(explicit) | {d for d, v in raw.items() if v is not None}, flags, rules)
+        given = {d for d, v in raw.items() if v is not None} if explicit is None else set(explicit)
+        return cls(values, frozenset(given), flags, rules)
 
     @classmethod
     def from_args(cls, args, dests: Iterable[str]) -> Settings:

@@ -73,6 +73,7 @@ def test_every_option_is_a_pytest_option_and_an_ini_key(pytester):
         def test_settings(request):
             s = get_session(request.config).settings
             assert (s.k, s.seed, s.alpha, s.compare) == (7, 3, 0.01, None)
+            assert s.given("modtest_k") and s.given("modtest_seed") and not s.given("modtest_trust_model")
     """)
     pytester.makeini("[pytest]\nmodtest_seed = 3\nmodtest_alpha = 0.2\n")
     res = pytester.runpytest_inprocess("-p", "modtest", "-p", "no:cacheprovider", "--modtest-k", "7",

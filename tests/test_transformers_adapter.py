@@ -25,6 +25,15 @@ from modtest.frameworks import adapt, check_model_file  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _uneven_gains(m):
+    """``m`` with LayerNorm gains that are not all 1, so that folding them is tested."""
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.LayerNorm):
+                mod.weight.uniform_(0.5, 2.0)
+    return m
+
+
 def _gpt2(seed=0, n_layer=2, num_labels=3):
     import_transformers()  # triton kept out when TensorFlow is loaded
     from transformers import GPT2Config, GPT2ForSequenceClassification
@@ -33,11 +42,7 @@ def _gpt2(seed=0, n_layer=2, num_labels=3):
     cfg = GPT2Config(n_layer=n_layer, n_embd=16, n_head=4, vocab_size=20, n_positions=16, num_labels=num_labels,
                      use_cache=False, pad_token_id=0, bos_token_id=1, eos_token_id=1)
     m = GPT2ForSequenceClassification(cfg).eval()
-    with torch.no_grad():  # LayerNorm gains that are not all 1, so that folding them is tested
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.LayerNorm):
-                mod.weight.uniform_(0.5, 2.0)
-    return m
+    return _uneven_gains(m)
 
 
 def _bert(seed=0):
@@ -48,11 +53,7 @@ def _bert(seed=0):
     m = BertForSequenceClassification(BertConfig(num_hidden_layers=2, hidden_size=16, num_attention_heads=4,
                                                  intermediate_size=24, vocab_size=20, max_position_embeddings=16,
                                                  num_labels=3, initializer_range=0.3)).eval()
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.LayerNorm):
-                mod.weight.uniform_(0.5, 2.0)
-    return m
+    return _uneven_gains(m)
 
 
 def _vit(seed=0):
